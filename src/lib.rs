@@ -29,3 +29,14 @@ pub mod surrogate;
 
 pub use arch::Architecture;
 pub use error::{Error, Result};
+
+/// Folder of the public measured data sets used by examples, benches and validation reports:
+/// `ALPHANAS_DATA_DIR` when set, else `../shared/data` beside the crate. Returns `None` when the
+/// folder does not exist, so callers can skip.
+pub fn shared_data_dir() -> Option<std::path::PathBuf> {
+    let candidates = [
+        std::env::var_os("ALPHANAS_DATA_DIR").map(std::path::PathBuf::from),
+        Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data")),
+    ];
+    candidates.into_iter().flatten().find(|p| p.is_dir())
+}

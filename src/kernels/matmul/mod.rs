@@ -1,0 +1,4 @@
+//! matmul kernels: GPU dispatch in `gpu`, CPU twin in `cpu`.
+
+pub mod cpu;
+pub mod gpu;

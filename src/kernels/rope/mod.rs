@@ -1,0 +1,4 @@
+//! rope kernels: GPU dispatch in `gpu`, CPU twin in `cpu`.
+
+pub mod cpu;
+pub mod gpu;
