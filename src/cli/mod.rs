@@ -11,19 +11,9 @@ pub mod search;
 pub mod space;
 pub mod surrogate;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
-/// Which compute backend to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum BackendChoice {
-    /// The GPU when an adapter is found, else the CPU with one warning.
-    #[default]
-    Auto,
-    /// The GPU only; fails when no adapter is found.
-    Gpu,
-    /// The CPU only.
-    Cpu,
-}
+pub use crate::device::BackendChoice;
 
 /// Options every command takes.
 #[derive(Debug, Clone, clap::Args)]
