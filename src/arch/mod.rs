@@ -326,14 +326,14 @@ impl Architecture {
             Err(err) => {
                 let path = err.path().to_string();
                 let inner = err.into_inner();
-                let location = if path == "." || path.is_empty() {
+                let location = if path == "." || path.is_empty() || path.contains('?') {
                     String::new()
                 } else {
                     format!(" at `{path}`")
                 };
                 Err(ArchError::Parse {
                     location,
-                    message: inner.to_string(),
+                    message: inner.to_string().replace("expected i64", "expected an integer"),
                 })
             }
         }
