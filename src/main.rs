@@ -2,6 +2,13 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Rust ignores SIGPIPE, so `alphanas ... | head` would panic on the closed pipe. Restore
+    // the default action so the process ends quietly, as other command-line tools do.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+
     let cli = alphanas::cli::Cli::parse();
     match alphanas::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
