@@ -1,5 +1,5 @@
-//! Synthetic spaces and evaluators shared by the `search_*` integration tests (included with
-//! `#[path]`; as its own test target it holds no tests).
+//! Synthetic spaces and evaluators shared by the `search_*` integration tests, which include
+//! this file with `#[path]`. Built as its own test target, it contains no tests.
 #![allow(dead_code)]
 
 use alphanas::eval::{EvalOutcome, Evaluator, Status};

@@ -106,10 +106,9 @@ fn tournament_keys(problem: &Problem, members: &[&EvalRecord]) -> Vec<(f64, f64)
 }
 
 /// Regularized evolution (Real et al., "Regularized Evolution for Image Classifier
-/// Architecture Search", AAAI 2019): the population is the last P evaluations (the oldest
-/// dies when a child is added); each child mutates one decision of the winner of a
-/// tournament of S members drawn at random from the population. The first P evaluations are
-/// random.
+/// Architecture Search", AAAI 2019). The population is the last P evaluations, so the oldest
+/// dies when a child is added. Each child mutates one decision of the winner of a tournament
+/// of S members drawn at random from the population. The first P evaluations are random.
 #[derive(Debug)]
 pub(crate) struct EvolutionProposer {
     population: usize,

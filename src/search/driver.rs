@@ -1,5 +1,6 @@
-//! The outer search loop: propose candidates, evaluate them in parallel, journal each result,
-//! refit, repeat until the budget is spent or the stop flag is set; then write the outputs.
+//! The outer search loop. Each round proposes candidates, evaluates them in parallel and
+//! journals each result, and the strategy refits on the next round. The loop ends when the
+//! budget is spent or the stop flag is set, and then writes the outputs.
 
 use super::baselines::{EvolutionProposer, LocalProposer, RandomProposer};
 use super::config::{Progress, SearchConfig, SearchHooks, SearchReport, Strategy};
@@ -25,7 +26,7 @@ pub(crate) struct Proposal {
     pub predicted: Option<Vec<f64>>,
 }
 
-/// What a strategy sees when it proposes.
+/// Inputs of one proposal step.
 pub(crate) struct Context<'a> {
     pub space: &'a dyn SearchSpace,
     pub problem: &'a Problem,
@@ -127,7 +128,7 @@ pub fn run_search(
             stopped = true;
             break;
         }
-        let wanted = cfg.q.min(cfg.evals - history.len());
+        let requested = cfg.q.min(cfg.evals - history.len());
         let proposals = {
             let mut ctx = Context {
                 space: &*space,
@@ -137,7 +138,7 @@ pub fn run_search(
                 hooks: &mut *hooks,
                 rng: &mut rng,
             };
-            proposer.propose(&mut ctx, wanted)?
+            proposer.propose(&mut ctx, requested)?
         };
         if proposals.is_empty() {
             log::info!("no unseen candidates are left after {} evaluations; stopping", history.len());
@@ -260,7 +261,7 @@ fn prepare_out_dir(cfg: &SearchConfig, settings: &Settings, space: &dyn SearchSp
     let history_path = dir.join("history.jsonl");
     if std::fs::metadata(&history_path).is_ok_and(|m| m.len() > 0) {
         return Err(crate::Error::Invalid(format!(
-            "{} already holds a search; continue it with --resume {} or choose another --out directory",
+            "{} already contains a search; continue it with --resume {} or choose another --out directory",
             dir.display(),
             dir.display()
         )));

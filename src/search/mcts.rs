@@ -4,7 +4,7 @@
 //! One simulation selects a path from the root (PUCT or UCB), creates one new node, completes
 //! it to a full candidate with a rollout and backs up the reward of that candidate. Virtual
 //! loss on the nodes of pending paths makes the next selections in the same batch diverge, so
-//! a batch gathers `batch` distinct new leaves; all their rollouts are then scored in a single
+//! a batch gathers `batch` distinct new leaves. All their rollouts are then scored in a single
 //! [`Surrogate::score`](super::Surrogate::score) call. Decisions with many choices use progressive widening: a node
 //! with `N` visits may have at most `⌈c · N^α⌉` children, taken in prior order. Priors come
 //! from the previous round: the mean reward of scored candidates that made each choice at
@@ -34,7 +34,7 @@ pub struct TreeSettings {
 }
 
 impl TreeSettings {
-    /// The tree part of `cfg`.
+    /// Takes the tree settings from `cfg`.
     pub fn from_config(cfg: &SearchConfig) -> Self {
         TreeSettings {
             selection: cfg.selection,
@@ -189,7 +189,7 @@ struct PendingLeaf {
 }
 
 impl<'a> Tree<'a> {
-    /// An empty tree with only the root.
+    /// Creates a tree with only the root.
     pub fn new(space: &'a dyn SearchSpace, settings: TreeSettings, priors: &'a PriorTable) -> Self {
         Tree {
             space,
@@ -207,12 +207,12 @@ impl<'a> Tree<'a> {
         self.nodes.len()
     }
 
-    /// Whether the tree holds only the root.
+    /// Returns whether the tree contains only the root.
     pub fn is_empty(&self) -> bool {
         self.nodes.len() <= 1
     }
 
-    /// Whether every candidate below the root has been reached.
+    /// Returns whether every candidate below the root has been reached.
     pub fn is_exhausted(&self) -> bool {
         self.nodes[0].exhausted
     }
@@ -240,8 +240,8 @@ impl<'a> Tree<'a> {
             leaves.clear();
             completions.clear();
             features.clear();
-            let wanted = self.settings.batch.min(simulations - done);
-            while leaves.len() < wanted {
+            let requested = self.settings.batch.min(simulations - done);
+            while leaves.len() < requested {
                 let Some(leaf) = self.select(&mut prefix, rng) else {
                     break;
                 };

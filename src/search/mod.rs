@@ -1,10 +1,10 @@
 //! Architecture search: MCTS guided by a surrogate, baseline strategies, Pareto fronts and
 //! hypervolume, the search loop and its journal.
 //!
-//! The entry point is [`run_search`]: it proposes candidates with the configured
-//! [`Strategy`], evaluates them with an [`Evaluator`](crate::eval::Evaluator) on worker
-//! threads, appends each result to `history.jsonl`, refits the surrogate and repeats until the
-//! budget is spent, then writes `front.csv`, `front.json` and `summary.json`.
+//! The entry point is [`run_search`]. It proposes candidates with the configured
+//! [`Strategy`] and evaluates them with an [`Evaluator`](crate::eval::Evaluator) on worker
+//! threads, appending each result to `history.jsonl`. It refits the surrogate and repeats
+//! until the budget is spent, then writes `front.csv`, `front.json` and `summary.json`.
 
 mod acquisition;
 mod baselines;

@@ -13,7 +13,7 @@ pub struct TableEvaluator {
 }
 
 impl TableEvaluator {
-    /// An evaluator over the rows of `space`.
+    /// Creates an evaluator over the rows of `space`.
     pub fn new(space: Arc<TableSpace>) -> Self {
         TableEvaluator { space }
     }

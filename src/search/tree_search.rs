@@ -8,7 +8,7 @@ use super::driver::{Context, Counters, Proposal, Proposer};
 use super::mcts::{LeafScorer, PriorTable, ScoredCandidate, Tree, TreeSettings};
 use super::model::{Prediction, RidgeEnsemble, Surrogate};
 use crate::space::SearchSpace;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
 /// Scored candidates kept per requested proposal for greedy batch selection.
@@ -116,7 +116,8 @@ impl Proposer for MctsProposer {
 
         let acquisition = Acquisition::new(ctx.problem, ctx.history, self.kappa);
         let dispatches_before = surrogate.dispatches();
-        let mut pool: HashMap<Vec<u32>, ScoredCandidate> = HashMap::new();
+        // Ordered by choices, so priors and ties come out the same in every run with a seed.
+        let mut pool: BTreeMap<Vec<u32>, ScoredCandidate> = BTreeMap::new();
         let started = Instant::now();
         let stats = {
             let mut scorer = SurrogateScorer {
@@ -166,7 +167,7 @@ impl Proposer for MctsProposer {
 /// greedily, each pick added to the front as a fantasy before the next is scored, so a batch
 /// spreads along the front instead of crowding one spot.
 fn pick_batch(
-    pool: HashMap<Vec<u32>, ScoredCandidate>,
+    pool: BTreeMap<Vec<u32>, ScoredCandidate>,
     seen: &HashSet<Vec<u32>>,
     mut acquisition: Acquisition,
     n: usize,

@@ -56,20 +56,20 @@ impl TableSpace {
         let file = std::fs::File::open(path)
             .map_err(|source| SpaceError::Io { path: path.display().to_string(), source })?;
         let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "table".into());
-        let shown = path.display().to_string();
+        let source = path.display().to_string();
         let mut reader = csv::Reader::from_reader(file);
         let headers: Vec<String> = reader
             .headers()
-            .map_err(|e| invalid(format!("cannot read the header of {shown}: {e}")))?
+            .map_err(|e| invalid(format!("cannot read the header of {source}: {e}")))?
             .iter()
             .map(|h| h.trim().to_string())
             .collect();
         let mut records = Vec::new();
         for (i, record) in reader.records().enumerate() {
-            let record = record.map_err(|e| invalid(format!("cannot read {shown} line {}: {e}", i + 2)))?;
+            let record = record.map_err(|e| invalid(format!("cannot read {source} line {}: {e}", i + 2)))?;
             records.push(record.iter().map(|s| s.trim().to_string()).collect::<Vec<String>>());
         }
-        Self::from_records(&name, &shown, &headers, &records, decisions)
+        Self::from_records(&name, &source, &headers, &records, decisions)
     }
 
     /// Builds the space from a header and rows already in memory; `source` names them in
@@ -111,7 +111,7 @@ impl TableSpace {
             }
         }
 
-        // A decision column is per-layer when any of its cells holds more than one token.
+        // A decision column is per-layer when any of its cells contains more than one token.
         let is_list: Vec<bool> = decision_index
             .iter()
             .map(|&c| records.iter().any(|r| r[c].split_whitespace().count() > 1))
@@ -253,7 +253,7 @@ impl TableSpace {
         self.rows.len()
     }
 
-    /// Whether the table has no rows (never true for a space that was built).
+    /// Returns whether the table has no rows, which a successfully built space never has.
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
@@ -485,12 +485,15 @@ mod tests {
         let headers = strings(&["d", "lat"]);
         let ok = vec![strings(&["1", "2.0"])];
         let err = TableSpace::from_records("t", "t.csv", &headers, &ok, &strings(&["width"])).unwrap_err().to_string();
-        assert!(err.contains("`width` is missing") && err.contains("d, lat"), "{err}");
+        assert!(err.contains("`width` is missing"), "{err}");
+        assert!(err.contains("d, lat"), "{err}");
         let err = TableSpace::from_records("t", "t.csv", &headers, &[], &strings(&["d"])).unwrap_err().to_string();
         assert!(err.contains("no rows"), "{err}");
         let bad = vec![strings(&["1", "fast"])];
         let err = TableSpace::from_records("t", "t.csv", &headers, &bad, &strings(&["d"])).unwrap_err().to_string();
-        assert!(err.contains("line 2") && err.contains("`lat`") && err.contains("not a number"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("`lat`"), "{err}");
+        assert!(err.contains("not a number"), "{err}");
     }
 
     #[test]
