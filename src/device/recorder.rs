@@ -105,7 +105,7 @@ impl<'a> Recorder<'a> {
         }
     }
 
-    /// A recorder whose passes write begin and end timestamps into `slots`.
+    /// Creates a recorder whose passes write begin and end timestamps into `slots`.
     pub(crate) fn with_timestamps(ctx: &'a GpuContext, slots: &'a TimestampSlots) -> Self {
         let mut recorder = Self::new(ctx);
         recorder.timestamps = Some(slots);

@@ -15,7 +15,7 @@ use crate::stats::TimingStats;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-/// Where the samples of a [`time_gpu_with_source`] call came from.
+/// Source of the samples of a [`time_gpu_with_source`] call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TimingSource {
@@ -25,8 +25,9 @@ pub enum TimingSource {
     WallClock,
 }
 
-/// The fewest warm-up and timed runs the helpers accept.
+/// Minimum number of untimed warm-up runs.
 pub const MIN_WARMUP: usize = 3;
+/// Minimum number of timed runs.
 pub const MIN_RUNS: usize = 10;
 
 static TIMESTAMP_FALLBACK_WARNED: AtomicBool = AtomicBool::new(false);
@@ -222,6 +223,7 @@ mod tests {
         });
         assert_eq!(stats.runs, MIN_RUNS);
         assert_eq!(calls, MIN_WARMUP + MIN_RUNS);
-        assert!(stats.p10_ns <= stats.median_ns && stats.median_ns <= stats.p90_ns);
+        assert!(stats.p10_ns <= stats.median_ns);
+        assert!(stats.median_ns <= stats.p90_ns);
     }
 }

@@ -20,7 +20,7 @@ struct Params {
     _pad: [u32; 3],
 }
 
-/// The pipeline specification for one variant.
+/// Returns the pipeline specification of one variant.
 pub fn spec(dtype: DType, transpose_b: bool, has_bias: bool) -> KernelSpec {
     let mut spec = KernelSpec::new("matmul", SHADER, "matmul", dtype, &[Access::Read, Access::Read, Access::Read, Access::ReadWrite]);
     spec.constants = vec![("TRANSPOSE_B", transpose_b as u32), ("HAS_BIAS", has_bias as u32)];
@@ -78,7 +78,7 @@ pub fn record(
             _pad: [0; 3],
         };
         let a_bind = bind_rows(a, block, k);
-        // Without a bias the shader never reads binding 3; A stands in for it.
+        // Without a bias the shader never reads binding 3, so A is bound in its place.
         let bias_bind = bias.map_or(a_bind, Bind::Tensor);
         let bindings = [a_bind, Bind::Tensor(b), bias_bind, bind_rows(out, block, n)];
         rec.dispatch(&kernel, &params, &bindings, tiles_total as u32)?;

@@ -19,7 +19,7 @@ struct Params {
     _pad: [u32; 2],
 }
 
-/// Where token positions come from.
+/// Source of the token positions.
 #[derive(Debug, Clone, Copy)]
 pub enum Positions<'t> {
     /// A `U32` tensor with one position per token.
