@@ -21,6 +21,9 @@ pub mod norm;
 pub mod rope;
 pub mod softmax;
 
+#[doc(hidden)]
+pub mod test_util;
+
 use crate::device::{Bind, DType, DeviceError, GpuContext, GpuTensor};
 
 /// Every WGSL file in `shaders/` that this module owns, by name, for the validation tests.
