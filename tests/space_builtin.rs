@@ -92,9 +92,10 @@ fn depth_probability(space: &Space, choice: u32) -> f64 {
 
 /// Draws 10,000 architectures from each built-in space and checks that each is valid and
 /// offered step by step, and that every choice appears. With per-layer decisions a uniform
-/// draw is almost always of the largest depths (lts-gpt2 has 189 times more models of depth
-/// 10 than of depth 9), so a depth is required only where its exact probability predicts at
-/// least 10 draws, and each depth's frequency is compared with that probability.
+/// draw is almost always of the largest depths, because lts-gpt2 has 189 times more models
+/// of depth 10 than of depth 9, for example. So a depth must appear only where its exact
+/// probability predicts at least 10 draws, and each depth's frequency is compared with
+/// that probability.
 #[test]
 fn sampling_valid_and_covers_choices() {
     const DRAWS: usize = 10_000;
@@ -240,4 +241,22 @@ fn hwgpt_helper_matches_space() {
 fn resolve_unknown_name() {
     let err = Space::resolve("gpt5").unwrap_err().to_string();
     assert!(err.contains("unknown search space `gpt5`"), "{err}");
+}
+
+/// The extremes of hwgpt-s from the HW-GPT-Bench parameter formula
+/// `2·50254·d + Σ_l (256·h_l·d + 3·r_l·d²) + (2L+1)·2d`, plus `Σ_l (192·h_l + 2d + 2·r_l·d)`
+/// with biases: the smallest model is d 192, 10 layers, 4 heads, ratio 2, no bias, and the
+/// largest d 768, 12 layers, 12 heads, ratio 4, with biases.
+#[test]
+fn hwgpt_params_range_exact() {
+    let formula = |d: u64, layers: u64, heads: u64, ratio: u64, bias: bool| {
+        let mut params = 2 * 50254 * d + layers * (256 * heads * d + 3 * ratio * d * d) + (2 * layers + 1) * 2 * d;
+        if bias {
+            params += layers * (192 * heads + 2 * d + 2 * ratio * d);
+        }
+        params
+    };
+    let (min, max) = builtin("hwgpt-s").params_range();
+    assert_eq!(min, formula(192, 10, 4, 2, false));
+    assert_eq!(max, formula(768, 12, 12, 4, true));
 }
