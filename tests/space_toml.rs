@@ -232,3 +232,12 @@ fn architecture_rejects_bad_sequences() {
     assert!(space.architecture(&[0, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
     assert!(space.architecture(&[9, 0, 0, 0]).is_err());
 }
+
+#[test]
+fn valid_choices_empty_after_invalid_layer() {
+    let space = tiny();
+    // n_layers 2, d_model 64, n_heads 2, n_kv_heads 1, then layer 0 with a d_ff index that
+    // does not exist: nothing can follow.
+    assert!(space.valid_choices(&[1, 0, 0, 0, 7]).is_empty());
+    assert_eq!(space.valid_choices(&[1, 0, 0, 0, 1]), vec![0, 1]);
+}

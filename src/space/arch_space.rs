@@ -631,7 +631,7 @@ fn random_below(rng: &mut dyn rand::RngCore, bound: &BigUint) -> BigUint {
     }
     let bits = bound.bits();
     let words = bits.div_ceil(32) as usize;
-    let top_mask = if bits % 32 == 0 { u32::MAX } else { (1u32 << (bits % 32)) - 1 };
+    let top_mask = if bits.is_multiple_of(32) { u32::MAX } else { (1u32 << (bits % 32)) - 1 };
     loop {
         let mut digits: Vec<u32> = (0..words).map(|_| rng.next_u32()).collect();
         digits[words - 1] &= top_mask;
@@ -692,8 +692,13 @@ impl SearchSpace for Space {
         if self.per_layer.is_empty() || prefix.len() >= self.sequence_len(leaf.n_layers) {
             return Vec::new();
         }
-        let step = prefix.len() - self.global.len();
-        let partial = &prefix[prefix.len() - step % self.per_layer.len()..];
+        let width = self.per_layer.len();
+        let layer_choices = &prefix[self.global.len()..];
+        let full_layers = layer_choices.len() / width;
+        if !layer_choices.chunks(width).take(full_layers).all(|layer| leaf.layers.contains(layer)) {
+            return Vec::new();
+        }
+        let partial = &layer_choices[full_layers * width..];
         leaf.layers
             .children(partial)
             .map(|children| children.iter().map(|(c, _)| *c).collect())
@@ -809,9 +814,12 @@ impl SearchSpace for Space {
         names
     }
 
-    /// Decision values normalised to `[0, 1]` (see [`normalised`]), per-layer values padded
-    /// with 0 beyond the architecture's depth, layer presence flags when the depth varies,
-    /// then `arch::features::encode` of the architecture.
+    /// Computes the decision values normalised to `[0, 1]` (see [`normalised`]), per-layer
+    /// values padded with 0 beyond the architecture's depth, layer presence flags when the
+    /// depth varies, then `arch::features::encode` of the architecture.
+    ///
+    /// # Panics
+    /// When `choices` is not a complete valid sequence of this space, which is a caller bug.
     fn features(&self, choices: &[u32]) -> Vec<f32> {
         let arch = match self.architecture(choices) {
             Ok(arch) => arch,

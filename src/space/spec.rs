@@ -232,7 +232,7 @@ impl Constraint {
             }
         }
         if let Some(multiple) = self.multiple_of {
-            if value % multiple != 0 {
+            if !value.is_multiple_of(multiple) {
                 return Err(format!(
                     "{name} ({value}) is not a multiple of constraints.{name}.multiple_of ({multiple})"
                 ));
