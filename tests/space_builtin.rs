@@ -3,6 +3,8 @@
 
 use alphanas::space::{Candidate, SearchSpace, Space, BUILTIN_NAMES};
 use num_bigint::BigUint;
+use num_traits::ToPrimitive;
+use std::collections::{BTreeMap, BTreeSet};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -82,17 +84,31 @@ fn params_range_matches_samples() {
     }
 }
 
+/// Exact probability that a uniform draw has depth choice `choice` (the first decision).
+fn depth_probability(space: &Space, choice: u32) -> f64 {
+    let share = space.count_completions(&[choice]) * BigUint::from(1_000_000_000u64) / space.count();
+    share.to_u64().unwrap() as f64 / 1e9
+}
+
+/// Draws 10,000 architectures from each built-in space and checks that each is valid and
+/// offered step by step, and that every choice appears. With per-layer decisions a uniform
+/// draw is almost always of the largest depths, because lts-gpt2 has 189 times more models
+/// of depth 10 than of depth 9, for example. So a depth must appear only where its exact
+/// probability predicts at least 10 draws, and each depth's frequency is compared with
+/// that probability.
 #[test]
 fn sampling_valid_and_covers_choices() {
+    const DRAWS: usize = 10_000;
     for name in BUILTIN_NAMES {
         let space = builtin(name);
         let mut rng = StdRng::seed_from_u64(42);
-        // seen[decision name without the layer index] = set of labels
-        let mut seen: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
-        for _ in 0..10_000 {
+        let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut depth_draws: BTreeMap<u32, usize> = BTreeMap::new();
+        for _ in 0..DRAWS {
             let choices = space.sample(&mut rng);
             let arch = arch_of(&space, &choices);
             arch.validate().expect("sampled architecture validates");
+            *depth_draws.entry(choices[0]).or_default() += 1;
             for i in 0..choices.len() {
                 let decision = space.next_decision(&choices[..i]).expect("decision before the end");
                 assert!(
@@ -101,15 +117,58 @@ fn sampling_valid_and_covers_choices() {
                     choices[i],
                     decision.name
                 );
-                let key = decision.name.split('.').next_back().unwrap().to_string();
-                seen.entry(key).or_default().insert(decision.labels[choices[i] as usize].clone());
+                let field = decision.name.split('.').next_back().unwrap().to_string();
+                seen.entry(field).or_default().insert(decision.labels[choices[i] as usize].clone());
             }
             assert!(space.next_decision(&choices).is_none(), "{name}: sequence has a decision after its end");
+        }
+
+        let depth = space.decisions().next().unwrap();
+        assert_eq!(depth.field.name(), "n_layers");
+        for (index, value) in depth.choices.iter().enumerate() {
+            let p = depth_probability(&space, index as u32);
+            let expected = p * DRAWS as f64;
+            let observed = depth_draws.get(&(index as u32)).copied().unwrap_or(0) as f64;
+            let sigma = (DRAWS as f64 * p * (1.0 - p)).sqrt().max(1.0);
+            assert!(
+                (observed - expected).abs() <= 5.0 * sigma,
+                "{name}: depth {value} drawn {observed} times, expected {expected:.1}"
+            );
+            if expected >= 10.0 {
+                assert!(observed > 0.0, "{name}: depth {value} never drawn");
+            }
+        }
+        for decision in space.decisions().skip(1) {
+            let labels = &seen[decision.field.name()];
+            for value in &decision.choices {
+                assert!(labels.contains(&value.to_string()), "{name}: {} = {value} never sampled", decision.field);
+            }
+        }
+    }
+}
+
+/// Walks that pick uniformly among the valid choices at each step reach every choice of every
+/// decision, depths included.
+#[test]
+fn uniform_walks_cover_choices() {
+    for name in BUILTIN_NAMES {
+        let space = builtin(name);
+        let mut rng = StdRng::seed_from_u64(8);
+        let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for _ in 0..10_000 {
+            let mut prefix = Vec::new();
+            while let Some(decision) = space.next_decision(&prefix) {
+                let valid = space.valid_choices(&prefix);
+                let choice = valid[rng.random_range(0..valid.len())];
+                let field = decision.name.split('.').next_back().unwrap().to_string();
+                seen.entry(field).or_default().insert(decision.labels[choice as usize].clone());
+                prefix.push(choice);
+            }
         }
         for decision in space.decisions() {
             let labels = &seen[decision.field.name()];
             for value in &decision.choices {
-                assert!(labels.contains(&value.to_string()), "{name}: {} = {value} never sampled", decision.field);
+                assert!(labels.contains(&value.to_string()), "{name}: {} = {value} never reached", decision.field);
             }
         }
     }
@@ -182,4 +241,22 @@ fn hwgpt_helper_matches_space() {
 fn resolve_unknown_name() {
     let err = Space::resolve("gpt5").unwrap_err().to_string();
     assert!(err.contains("unknown search space `gpt5`"), "{err}");
+}
+
+/// The extremes of hwgpt-s from the HW-GPT-Bench parameter formula
+/// `2·50254·d + Σ_l (256·h_l·d + 3·r_l·d²) + (2L+1)·2d`, plus `Σ_l (192·h_l + 2d + 2·r_l·d)`
+/// with biases: the smallest model is d 192, 10 layers, 4 heads, ratio 2, no bias, and the
+/// largest d 768, 12 layers, 12 heads, ratio 4, with biases.
+#[test]
+fn hwgpt_params_range_exact() {
+    let formula = |d: u64, layers: u64, heads: u64, ratio: u64, bias: bool| {
+        let mut params = 2 * 50254 * d + layers * (256 * heads * d + 3 * ratio * d * d) + (2 * layers + 1) * 2 * d;
+        if bias {
+            params += layers * (192 * heads + 2 * d + 2 * ratio * d);
+        }
+        params
+    };
+    let (min, max) = builtin("hwgpt-s").params_range();
+    assert_eq!(min, formula(192, 10, 4, 2, false));
+    assert_eq!(max, formula(768, 12, 12, 4, true));
 }

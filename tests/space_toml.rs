@@ -132,14 +132,16 @@ fn mlp_ratio_sets_d_ff() {
 
 #[test]
 fn fractional_ratio_drops_combination() {
-    let text = "[fixed]\nn_layers = 1\nn_heads = 2\n[decisions]\nd_model = [64, 66]\nmlp_ratio = [1.5]\n";
+    let text = "[fixed]\nn_layers = 1\nn_heads = 2\n[decisions]\nd_model = [64, 68]\nmlp_ratio = [1.5]\n";
     let space = Space::from_toml_str(text, "ratio", "test").unwrap();
-    // 1.5 × 66 = 99 is whole, 1.5 × 64 = 96 too: both count.
+    // 1.5 × 64 = 96 and 1.5 × 68 = 102 are whole, so both widths count.
     assert_eq!(space.count(), BigUint::from(2u32));
-    let text = "[fixed]\nn_layers = 1\nn_heads = 2\n[decisions]\nd_model = [64, 66]\nmlp_ratio = [1.25]\n";
+
+    let text = "[fixed]\nn_layers = 1\nn_heads = 2\n[decisions]\nd_model = [64, 68]\nmlp_ratio = [1.125]\n";
     let space = Space::from_toml_str(text, "ratio", "test").unwrap();
-    // 1.25 × 66 = 82.5 is not.
+    // 1.125 × 68 = 76.5 is not whole, so only d_model 64 counts.
     assert_eq!(space.count(), BigUint::from(1u32));
+    assert_eq!(space.architecture(&[0, 0]).unwrap().d_ff, 72);
 }
 
 #[test]
@@ -229,4 +231,13 @@ fn architecture_rejects_bad_sequences() {
     assert!(space.architecture(&[]).is_err());
     assert!(space.architecture(&[0, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
     assert!(space.architecture(&[9, 0, 0, 0]).is_err());
+}
+
+#[test]
+fn valid_choices_empty_after_invalid_layer() {
+    let space = tiny();
+    // n_layers 2, d_model 64, n_heads 2, n_kv_heads 1, then layer 0 with a d_ff index that
+    // does not exist: nothing can follow.
+    assert!(space.valid_choices(&[1, 0, 0, 0, 7]).is_empty());
+    assert_eq!(space.valid_choices(&[1, 0, 0, 0, 1]), vec![0, 1]);
 }

@@ -475,6 +475,46 @@ impl Space {
         self.checked_arch(global, &layers, leaf.n_layers as u64).map_err(bad)
     }
 
+    /// Counts the valid architectures whose choice sequence starts with `prefix`; 0 when
+    /// `prefix` is not a valid prefix, 1 when it is a complete valid sequence.
+    pub fn count_completions(&self, prefix: &[u32]) -> BigUint {
+        let split = prefix.len().min(self.global.len());
+        let mut node = &self.nodes[self.root as usize];
+        for &choice in &prefix[..split] {
+            match node.children.iter().find(|(c, _)| *c == choice) {
+                Some(&(_, child)) => node = &self.nodes[child as usize],
+                None => return BigUint::zero(),
+            }
+        }
+        let Some(leaf) = node.leaf.map(|l| &self.leaves[l as usize]) else {
+            return node.count.clone();
+        };
+        if prefix.len() > self.sequence_len(leaf.n_layers) {
+            return BigUint::zero();
+        }
+        if self.per_layer.is_empty() {
+            return BigUint::from(1u32);
+        }
+
+        // Full layers must each be valid; the partial layer fixes a prefix of one tuple.
+        let width = self.per_layer.len();
+        let layer_choices = &prefix[split..];
+        let full_layers = layer_choices.len() / width;
+        for layer in layer_choices.chunks(width).take(full_layers) {
+            if !leaf.layers.contains(layer) {
+                return BigUint::zero();
+            }
+        }
+        let partial = &layer_choices[full_layers * width..];
+        let remaining_layers = leaf.n_layers - full_layers;
+        let tuples = BigUint::from(leaf.layers.tuples.len());
+        if partial.is_empty() {
+            return tuples.pow(remaining_layers as u32);
+        }
+        let matching = leaf.layers.tuples.iter().filter(|t| t.starts_with(partial)).count();
+        BigUint::from(matching) * tuples.pow(remaining_layers as u32 - 1)
+    }
+
     /// Returns the space's name (`llama`, or the file's `name` or stem).
     pub fn name(&self) -> &str {
         &self.spec.name
@@ -591,7 +631,7 @@ fn random_below(rng: &mut dyn rand::RngCore, bound: &BigUint) -> BigUint {
     }
     let bits = bound.bits();
     let words = bits.div_ceil(32) as usize;
-    let top_mask = if bits % 32 == 0 { u32::MAX } else { (1u32 << (bits % 32)) - 1 };
+    let top_mask = if bits.is_multiple_of(32) { u32::MAX } else { (1u32 << (bits % 32)) - 1 };
     loop {
         let mut digits: Vec<u32> = (0..words).map(|_| rng.next_u32()).collect();
         digits[words - 1] &= top_mask;
@@ -652,8 +692,13 @@ impl SearchSpace for Space {
         if self.per_layer.is_empty() || prefix.len() >= self.sequence_len(leaf.n_layers) {
             return Vec::new();
         }
-        let step = prefix.len() - self.global.len();
-        let partial = &prefix[prefix.len() - step % self.per_layer.len()..];
+        let width = self.per_layer.len();
+        let layer_choices = &prefix[self.global.len()..];
+        let full_layers = layer_choices.len() / width;
+        if !layer_choices.chunks(width).take(full_layers).all(|layer| leaf.layers.contains(layer)) {
+            return Vec::new();
+        }
+        let partial = &layer_choices[full_layers * width..];
         leaf.layers
             .children(partial)
             .map(|children| children.iter().map(|(c, _)| *c).collect())
@@ -769,9 +814,12 @@ impl SearchSpace for Space {
         names
     }
 
-    /// Decision values normalised to `[0, 1]` (see [`normalised`]), per-layer values padded
-    /// with 0 beyond the architecture's depth, layer presence flags when the depth varies,
-    /// then `arch::features::encode` of the architecture.
+    /// Computes the decision values normalised to `[0, 1]` (see [`normalised`]), per-layer
+    /// values padded with 0 beyond the architecture's depth, layer presence flags when the
+    /// depth varies, then `arch::features::encode` of the architecture.
+    ///
+    /// # Panics
+    /// When `choices` is not a complete valid sequence of this space, which is a caller bug.
     fn features(&self, choices: &[u32]) -> Vec<f32> {
         let arch = match self.architecture(choices) {
             Ok(arch) => arch,
@@ -798,5 +846,42 @@ impl SearchSpace for Space {
         }
         out.extend(features::encode(&arch).into_iter().map(|v| v as f32));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    #[test]
+    fn random_below_large_bound() {
+        let bound = (BigUint::from(1u32) << 70) + BigUint::from(5u32);
+        let half = BigUint::from(1u32) << 69;
+        let mut rng = StdRng::seed_from_u64(1);
+        let draws: Vec<BigUint> = (0..1000).map(|_| random_below(&mut rng, &bound)).collect();
+        assert!(draws.iter().all(|d| d < &bound));
+        // About half the draws lie in the upper half of the range.
+        let upper = draws.iter().filter(|d| *d >= &half).count();
+        assert!((400..600).contains(&upper), "{upper} of 1000 draws in the upper half");
+    }
+
+    #[test]
+    fn ratio_d_ff_whole_numbers() {
+        assert_eq!(ratio_d_ff(2.5, 128), Ok(320));
+        assert!(ratio_d_ff(1.25, 66).is_err());
+    }
+
+    #[test]
+    fn count_completions_sums_children() {
+        let space = Space::builtin("hwgpt-s").unwrap();
+        let total: BigUint = (0..3u32).map(|c| space.count_completions(&[c])).sum();
+        assert_eq!(total, space.count());
+
+        // Depth 10, width 192, no bias, then layer 0 with 4 heads: 3 ratios × 9^9 other layers.
+        let partial = space.count_completions(&[0, 0, 0, 0]);
+        assert_eq!(partial, BigUint::from(3u32) * BigUint::from(9u32).pow(9));
+        assert_eq!(space.count_completions(&[7]), BigUint::zero());
     }
 }

@@ -18,8 +18,8 @@ const MAX_CHOICES: usize = 100_000;
 
 /// An architecture field that a space can fix or decide.
 ///
-/// The variant order is the decision order: global decisions are taken in this order, and
-/// each layer's decisions too.
+/// The variant order is the decision order of the global decisions, and of each layer's
+/// decisions too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Field {
     NLayers,
@@ -125,7 +125,7 @@ impl fmt::Display for Field {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Value {
     Int(u64),
-    /// An `mlp_ratio`; `d_ff = ratio × d_model`.
+    /// An `mlp_ratio`, which sets `d_ff = ratio × d_model`.
     Ratio(f64),
     Bool(bool),
     Ffn(Ffn),
@@ -218,7 +218,7 @@ pub struct Constraint {
 }
 
 impl Constraint {
-    /// Checks `value`; the error names the constraint entry and the violated bound.
+    /// Checks `value`. The error names the constraint entry and the violated bound.
     pub fn check(&self, value: u64) -> Result<(), String> {
         let name = self.target.name();
         if let Some(min) = self.min {
@@ -232,7 +232,7 @@ impl Constraint {
             }
         }
         if let Some(multiple) = self.multiple_of {
-            if value % multiple != 0 {
+            if !value.is_multiple_of(multiple) {
                 return Err(format!(
                     "{name} ({value}) is not a multiple of constraints.{name}.multiple_of ({multiple})"
                 ));
@@ -248,7 +248,7 @@ pub struct SpaceSpec {
     pub name: String,
     pub description: String,
     /// Values every architecture of the space shares. A field may be both fixed and a
-    /// per-layer decision: the fixed value is then the model-wide one.
+    /// per-layer decision, and then the fixed value is the model-wide one.
     pub fixed: BTreeMap<Field, Value>,
     /// Global decisions first, then per-layer decisions, each group in [`Field`] order.
     pub decisions: Vec<DecisionSpec>,
