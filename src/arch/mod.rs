@@ -376,10 +376,14 @@ impl Architecture {
                 self.n_kv_heads
             })
             .unwrap_or(n_heads);
+        // Without an explicit head_dim each layer splits d_model evenly over its own heads,
+        // so attention stays d_model wide whatever the layer's head count (as in GPT-2 models
+        // with per-layer heads, such as Lightweight Transformer Search's).
+        let head_dim = self.head_dim.unwrap_or(self.d_model / n_heads.max(1));
         LayerShape {
             n_heads,
             n_kv_heads,
-            head_dim: self.head_dim(),
+            head_dim,
             d_ff: over.d_ff.unwrap_or(self.d_ff),
         }
     }
@@ -389,8 +393,9 @@ impl Architecture {
         (0..self.n_layers as usize).map(|i| self.layer(i)).collect()
     }
 
-    /// Width of one attention head. With no explicit `head_dim`, it is `d_model / n_heads`
-    /// (validation guarantees the division is exact).
+    /// Model-wide width of one attention head. With no explicit `head_dim`, it is
+    /// `d_model / n_heads` (validation guarantees the division is exact). A layer that
+    /// overrides `n_heads` has its own width; read it from [`Architecture::layer`].
     pub fn head_dim(&self) -> u64 {
         self.head_dim.unwrap_or(self.d_model / self.n_heads.max(1))
     }
@@ -474,6 +479,12 @@ impl Architecture {
                     ));
                 }
                 check_kv(&format!("layers[{i}]."), shape.n_heads, shape.n_kv_heads)?;
+                if self.pos == Pos::Rope && shape.head_dim % 2 != 0 {
+                    return bad(format!(
+                        "layers[{i}] has head_dim {} (d_model / layers[{i}].n_heads), which must be even with pos \"rope\"; pick n_heads so that d_model / n_heads is even, or set head_dim",
+                        shape.head_dim
+                    ));
+                }
             }
         }
         Ok(())

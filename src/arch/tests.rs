@@ -201,7 +201,9 @@ fn layer_overrides_resolve() {
     .unwrap();
     assert_eq!(arch.layer(0).n_heads, 8);
     assert_eq!(arch.layer(0).n_kv_heads, 2);
-    assert_eq!(arch.layer(0).head_dim, 64);
+    // Layer 0 splits d_model = 256 over its own 8 heads.
+    assert_eq!(arch.layer(0).head_dim, 32);
+    assert_eq!(arch.layer(1).head_dim, 64);
     assert_eq!(arch.layer(0).d_ff, 1024);
     assert_eq!(arch.layer(1).n_heads, 4);
 }

@@ -7,11 +7,9 @@
 //! - `hwgpt-s`: the small space of HW-GPT-Bench (Sukthanker et al., NeurIPS 2024 Datasets
 //!   and Benchmarks), 1,903,784,282,946 architectures.
 //! - `lts-gpt2`: the GPT-2 space of Lightweight Transformer Search (Javaheripi et al.,
-//!   NeurIPS 2022). It differs from LTS in two ways. LTS searches adaptive input embeddings
-//!   (`div_val`), and this space has a plain tied embedding. LTS gives each layer the full
-//!   attention width `d_model` whatever its head count, and an [`Architecture`] has one
-//!   model-wide `head_dim` (`d_model / 8` here), so a layer with fewer heads has a
-//!   narrower attention.
+//!   NeurIPS 2022). It differs from LTS in one way: LTS searches adaptive input embeddings
+//!   (`div_val`), and this space has a plain tied embedding. As in LTS, each layer's
+//!   attention is `d_model` wide whatever its head count.
 
 use super::{spec, Space, SpaceError};
 use crate::arch::{Architecture, Ffn, LayerOverride, Norm, Pos};
