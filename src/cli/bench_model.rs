@@ -21,8 +21,8 @@ pub struct ModelArgs {
     #[arg(long)]
     pub arch: PathBuf,
 
-    /// Prefill runs `batch` sequences of `seq` tokens; decode runs one new token per sequence
-    /// against a KV cache, attending to `seq` positions including the new one.
+    /// Phase to time. Prefill runs `batch` sequences of `seq` tokens. Decode runs one new token
+    /// per sequence against a KV cache, attending to `seq` positions including the new one.
     #[arg(long, value_enum)]
     pub mode: Mode,
 
@@ -94,4 +94,57 @@ fn print_table(summary: &str, r: &ModelBenchResult) {
         super::arch::group(r.peak_memory_bytes),
         r.peak_memory_bytes as f64 / (1u64 << 20) as f64
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn global(backend: BackendChoice) -> Global {
+        Global { backend, json: true, verbose: 0, quiet: 0, threads: None }
+    }
+
+    fn args(path: PathBuf, dtype: ModelDtype) -> ModelArgs {
+        ModelArgs { arch: path, mode: Mode::Decode, batch: 1, seq: 8, dtype, runs: 10, warmup: 3, seed: 0 }
+    }
+
+    fn arch_file() -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let json = r#"{"vocab_size": 128, "max_seq_len": 16, "d_model": 32, "n_layers": 2, "n_heads": 4, "d_ff": 64}"#;
+        std::fs::write(file.path(), json).unwrap();
+        file
+    }
+
+    #[test]
+    fn cpu_backend_runs() {
+        let file = arch_file();
+        run(&args(file.path().into(), ModelDtype::F32), &global(BackendChoice::Cpu)).unwrap();
+    }
+
+    #[test]
+    fn gpu_backend_is_rejected() {
+        let file = arch_file();
+        let err = run(&args(file.path().into(), ModelDtype::F32), &global(BackendChoice::Gpu)).unwrap_err().to_string();
+        assert!(err.contains("use --backend cpu"), "{err}");
+    }
+
+    #[test]
+    fn f16_on_cpu_is_rejected() {
+        let file = arch_file();
+        let err = run(&args(file.path().into(), ModelDtype::F16), &global(BackendChoice::Cpu)).unwrap_err().to_string();
+        assert!(err.contains("use --dtype f32"), "{err}");
+    }
+
+    #[test]
+    fn json_has_design_keys() {
+        let file = arch_file();
+        let arch = crate::cli::arch::read_arch(file.path()).unwrap();
+        let result = bench_cpu(&arch, Mode::Prefill, 1, 4, 0, 0, 0).unwrap();
+        let value = serde_json::to_value(&result).unwrap();
+        for key in ["median_ns", "p10_ns", "p90_ns", "runs", "backend", "dtype", "latency_ms", "peak_memory_bytes"] {
+            assert!(value.get(key).is_some(), "missing key {key} in {value}");
+        }
+        assert_eq!(value["backend"], "cpu");
+        assert_eq!(value["dtype"], "f32");
+    }
 }

@@ -9,9 +9,9 @@ use super::{random_tokens, CpuModel, Mode, Weights};
 use crate::stats::TimingStats;
 use crate::{Architecture, Error, Result};
 
-/// Fewest warm-up runs [`bench_cpu`] performs, whatever the caller asks for.
+/// Minimum number of warm-up runs [`bench_cpu`] performs, whatever the caller requests.
 pub const MIN_WARMUP: usize = 3;
-/// Fewest timed runs [`bench_cpu`] performs, whatever the caller asks for.
+/// Minimum number of timed runs [`bench_cpu`] performs, whatever the caller requests.
 pub const MIN_RUNS: usize = 10;
 
 /// Latency of one forward pass and the memory it held.
@@ -144,7 +144,8 @@ mod tests {
         for mode in [Mode::Prefill, Mode::Decode] {
             let result = bench_cpu(&small(), mode, 2, 16, 0, 0, 1).unwrap();
             assert_eq!(result.runs, MIN_RUNS, "{mode:?}");
-            assert!(result.p10_ns <= result.median_ns && result.median_ns <= result.p90_ns, "{result:?}");
+            assert!(result.p10_ns <= result.median_ns, "{result:?}");
+            assert!(result.median_ns <= result.p90_ns, "{result:?}");
             assert!(result.median_ns > 0.0, "{result:?}");
             assert!((result.latency_ms - result.median_ns / 1e6).abs() < 1e-12);
             let weights = Weights::bytes_for(&small());

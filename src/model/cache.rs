@@ -1,6 +1,6 @@
 //! The KV cache of a CPU forward pass.
 //!
-//! Each layer holds keys and values as `[batch, capacity, n_kv_heads, head_dim]`, allocated
+//! Each layer stores keys and values as `[batch, capacity, n_kv_heads, head_dim]`, allocated
 //! once for `capacity` positions; `len` positions of every sequence are filled. All
 //! sequences of a batch have the same length.
 
@@ -87,7 +87,7 @@ impl KvCache {
         self.len
     }
 
-    /// Whether no position is filled.
+    /// Returns whether no position is filled.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

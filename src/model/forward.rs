@@ -14,7 +14,7 @@ use crate::kernels::{activation::cpu as activation, embedding::cpu as embedding,
 use crate::kernels::{norm::cpu as norm, rope::cpu as rope};
 use crate::{Error, Result};
 
-/// Which kernel implementations a [`CpuModel`] calls.
+/// Kernel implementations a [`CpuModel`] calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum KernelMode {
     /// The fast, multi-threaded `f32` kernels.
@@ -93,7 +93,7 @@ impl CpuModel {
         }
         if !cache.is_empty() {
             return Err(Error::Invalid(format!(
-                "prefill needs an empty KV cache but it holds {} positions; call clear() first",
+                "prefill needs an empty KV cache but it contains {} positions; call clear() first",
                 cache.len()
             )));
         }
@@ -261,8 +261,8 @@ impl CpuModel {
         kernels.matmul(logits, normed, weights.head(), None, n, weights.vocab_size, d);
     }
 
-    /// Bytes of weights, scratch and `cache`, plus the logits of `batch` sequences: the
-    /// memory one forward pass holds at its peak.
+    /// Returns the bytes of weights, scratch and `cache`, plus the logits of its batch: the
+    /// memory one forward pass uses at its peak.
     pub fn peak_memory_bytes(&self, cache: &KvCache) -> u64 {
         let logits = (cache.batch() * self.weights.vocab_size) as u64 * 4;
         self.weights.bytes() + self.scratch.bytes() + cache.bytes() + logits

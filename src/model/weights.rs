@@ -5,9 +5,9 @@
 //! PyTorch `nn.Linear` weight, so `y = x·Wᵀ + b` is a matmul with `transpose_b = true`, and a
 //! tied output head is the token-embedding table itself.
 //!
-//! Values are drawn uniformly with standard deviation [`INIT_STD`] (the GPT-2 and Llama
-//! initialisation scale; uniform instead of normal because it is several times cheaper to
-//! draw and timing and parity do not depend on the shape of the distribution). Norm weights
+//! Values are drawn uniformly with standard deviation [`INIT_STD`], the initialisation scale
+//! of GPT-2 and Llama. The distribution is uniform rather than normal because that is several
+//! times cheaper to draw, and timing and parity do not depend on its shape. Norm weights
 //! are `1 + U` and norm and projection biases are `U` with the same scale: not exactly 1 and
 //! 0, so that a test notices a kernel that ignores them. Activations then stay O(1).
 //!
@@ -173,7 +173,7 @@ impl Weights {
         })
     }
 
-    /// The output head `[vocab_size, d_model]`: its own matrix, or the token embedding when tied.
+    /// Returns the output head `[vocab_size, d_model]`: its own matrix, or the token embedding when tied.
     pub fn head(&self) -> &[f32] {
         self.output_head.as_deref().unwrap_or(&self.token_embedding)
     }
@@ -231,8 +231,8 @@ impl Weights {
     }
 }
 
-/// Converts an architecture size to `usize`. Validated sizes are below 2^24, so this only
-/// fails on targets with 16-bit pointers, which the crate does not support.
+/// Converts an architecture size to `usize`. Validation caps sizes at `MAX_DIM` (2^24), so
+/// this panics only where `usize` has 16 bits.
 pub(crate) fn to_usize(value: u64) -> usize {
     usize::try_from(value).expect("validated architecture sizes fit in usize")
 }

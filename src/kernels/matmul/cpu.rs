@@ -8,9 +8,19 @@
 //! [`matmul`] and [`matmul_into`] go through the `gemm` crate, which picks AVX2/FMA or
 //! AVX-512 micro-kernels at run time.
 
+use rayon::prelude::*;
+
 /// Below this many multiply-adds a product runs on the calling thread, because handing
 /// work to rayon costs more than it saves.
 const PARALLEL_MIN_MACS: usize = 1 << 18;
+
+/// Up to this many rows of A, a large product is split over column blocks of B instead of
+/// relying on `gemm`'s own threading: gemm 0.19 sends products with one row (decode with
+/// batch 1) to a single-threaded matrix-vector kernel, which leaves the other cores idle.
+const SPLIT_COLUMNS_MAX_M: usize = 4;
+
+/// Smallest column block of the split path, so each task streams a useful amount of B.
+const MIN_COLUMN_BLOCK: usize = 64;
 
 /// Panics with a message naming the operand when a slice does not match its shape.
 fn check_shapes(a: &[f32], b: &[f32], bias: Option<&[f32]>, m: usize, n: usize, k: usize) {
@@ -83,6 +93,11 @@ pub fn matmul_into(out: &mut [f32], a: &[f32], b: &[f32], bias: Option<&[f32]>, 
         return;
     }
 
+    if m <= SPLIT_COLUMNS_MAX_M && n >= 2 * MIN_COLUMN_BLOCK && m * n * k >= PARALLEL_MIN_MACS && rayon::current_num_threads() > 1 {
+        matmul_split_columns(out, a, b, m, n, k, transpose_b, read_dst);
+        return;
+    }
+
     let parallelism = if m * n * k >= PARALLEL_MIN_MACS {
         gemm::Parallelism::Rayon(0)
     } else {
@@ -117,6 +132,68 @@ pub fn matmul_into(out: &mut [f32], a: &[f32], b: &[f32], bias: Option<&[f32]>, 
             parallelism,
         );
     }
+}
+
+/// A raw pointer that may cross threads. Tasks write through it to disjoint columns only.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+
+// SAFETY: the pointer is only dereferenced by `gemm` inside `matmul_split_columns`, where each
+// task writes a column range that no other task touches.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// Returns the pointer. Closures call this method instead of reading the field, so that
+    /// they capture the whole `Send` wrapper rather than the bare pointer.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Computes a product with few rows as independent `gemm` calls on column blocks of B and C,
+/// one rayon task per block. Shapes were checked by the caller, and `out` already contains the
+/// bias when `read_dst`.
+#[expect(clippy::too_many_arguments, reason = "private helper of matmul_into with the same parameters")]
+fn matmul_split_columns(out: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usize, k: usize, transpose_b: bool, read_dst: bool) {
+    let tasks = 4 * rayon::current_num_threads();
+    let block = n.div_ceil(tasks).max(MIN_COLUMN_BLOCK).next_multiple_of(16);
+    let (b_cs, b_rs) = if transpose_b { (k as isize, 1) } else { (1, n as isize) };
+    let out_ptr = SendPtr(out.as_mut_ptr());
+
+    (0..n.div_ceil(block)).into_par_iter().for_each(|index| {
+        let first = index * block;
+        let cols = block.min(n - first);
+        // Column `first` of B starts at row `first` of the n×k layout, or element `first` of
+        // the first row of the k×n layout.
+        let b_offset = if transpose_b { first * k } else { first };
+        // SAFETY: `first + cols <= n`, so the block lies inside B and inside every row of C.
+        // Blocks are disjoint column ranges, so no two tasks write the same element of C,
+        // and `out` stays mutably borrowed (unused elsewhere) until every task has finished.
+        unsafe {
+            gemm::gemm(
+                m,
+                cols,
+                k,
+                out_ptr.get().add(first),
+                1,
+                n as isize,
+                read_dst,
+                a.as_ptr(),
+                1,
+                k as isize,
+                b.as_ptr().add(b_offset),
+                b_cs,
+                b_rs,
+                1.0f32,
+                1.0f32,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    });
 }
 
 #[cfg(test)]
@@ -168,6 +245,23 @@ mod tests {
         let got = matmul(&a, &b, None, m, n, k, true);
         // Terms reach 1e6 and sums cancel, so the bound is relative to sqrt(k)·1e6.
         assert_close(&got, &want, 1e-4, 1e-4 * 1e6 * (k as f32).sqrt(), "large");
+    }
+
+    #[test]
+    fn few_rows_split_over_columns() {
+        // m <= 4 with a large n·k takes the column-split path; n = 1000 is not a multiple of
+        // the block, so the last block is ragged.
+        for m in 1..=5 {
+            for transpose_b in [false, true] {
+                let (n, k) = (1000, 300);
+                let a = random_vec(m * k, 1.0, m as u64);
+                let b = random_vec(k * n, 1.0, 40 + m as u64);
+                let bias = random_vec(n, 1.0, 80);
+                let want = matmul_ref(&a, &b, Some(&bias), m, n, k, transpose_b);
+                let got = matmul(&a, &b, Some(&bias), m, n, k, transpose_b);
+                assert_close(&got, &want, 1e-5, 1e-4, &format!("m={m} t={transpose_b}"));
+            }
+        }
     }
 
     #[test]
