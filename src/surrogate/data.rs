@@ -126,16 +126,22 @@ impl Table {
         Ok(Table { columns: self.columns.clone(), rows: self.rows[start..end].to_vec() })
     }
 
-    /// Keeps the rows whose column `name` equals `value`.
-    pub fn filter_equal(&self, name: &str, value: &str) -> Result<Table, SurrogateError> {
+    /// Indices of the rows whose column `name` equals `value`; an error when there are none,
+    /// which lists some values the column has.
+    pub fn matching_rows(&self, name: &str, value: &str) -> Result<Vec<usize>, SurrogateError> {
         let j = self.column_index(name)?;
-        let rows: Vec<Vec<String>> = self.rows.iter().filter(|row| row[j] == value).cloned().collect();
-        if rows.is_empty() {
+        let indices: Vec<usize> = (0..self.len()).filter(|&i| self.rows[i][j] == value).collect();
+        if indices.is_empty() {
             let seen: BTreeSet<&str> = self.rows.iter().map(|row| row[j].as_str()).collect();
             let shown: Vec<&str> = seen.into_iter().take(20).collect();
             return Err(SurrogateError::Invalid(format!("no row has {name}={value}; values present include {}", shown.join(","))));
         }
-        Ok(Table { columns: self.columns.clone(), rows })
+        Ok(indices)
+    }
+
+    /// Keeps the rows whose column `name` equals `value`.
+    pub fn filter_equal(&self, name: &str, value: &str) -> Result<Table, SurrogateError> {
+        Ok(self.take_rows(&self.matching_rows(name, value)?))
     }
 
     /// Keeps the rows at `indices`, in that order.

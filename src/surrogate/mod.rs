@@ -3,12 +3,17 @@
 //!
 //! - [`Ensemble`] fits, refits (warm-started), predicts on the CPU, saves and loads.
 //! - [`Scorer`] is what the search calls: one batch in, mean and std per target out.
-//!   [`CpuScorer`] runs on the CPU.
+//!   [`CpuScorer`] runs on the CPU, [`GpuScorer`] runs the whole ensemble in one compute
+//!   dispatch (`shaders/surrogate_mlp.wgsl`).
 //! - [`data`] reads tables (CSV or JSON lines) and encodes them into features.
+//! - [`metrics`] scores predictions, and [`ols`] is the linear baseline.
 
 pub mod data;
 mod ensemble;
+mod gpu;
+pub mod metrics;
 mod mlp;
+pub mod ols;
 mod scorer;
 mod train;
 
@@ -16,6 +21,7 @@ mod train;
 mod tests;
 
 pub use ensemble::{Ensemble, EnsembleConfig, Scaling, TargetTransform, FORMAT_VERSION};
+pub use gpu::{GpuContext, GpuScorer};
 pub use mlp::{Activation, Dense, Mlp};
 pub use scorer::{CpuScorer, Prediction, Scorer};
 
@@ -35,4 +41,10 @@ pub enum SurrogateError {
     /// A model file is unreadable, of another version, or inconsistent.
     #[error("invalid surrogate model {0}")]
     Model(String),
+    /// No GPU adapter is available.
+    #[error("{0}")]
+    NoGpu(String),
+    /// The GPU could not run the surrogate.
+    #[error("surrogate GPU scoring failed: {0}")]
+    Gpu(String),
 }
