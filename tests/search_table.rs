@@ -77,7 +77,7 @@ fn table_search_finds_best_row() {
         };
         let report = run_search(space.clone(), evaluator.clone(), &cfg, &mut NoHooks).unwrap();
         assert_eq!(report.history.len(), 12, "{strategy:?}");
-        assert_eq!(report.front[0].objectives, vec![36.0], "{strategy:?}");
+        assert_eq!(report.front[0].objectives, vec![38.0], "{strategy:?}");
         let Candidate::Row { values, .. } = &report.front[0].candidate else { panic!("rows expected") };
         assert_eq!(values[1], ("heads".to_string(), "2 2".to_string()));
     }
