@@ -12,11 +12,12 @@
 //! ```
 //! Options: `--seeds N`, `--strategies mcts,random,evolution,local`, `--budget N` (MCTS,
 //! evolution and local), `--random-budget N`, `--no-extra-features` (MCTS without the analytic
-//! size features), `--skip-constrained`, `--skip-pareto`. Needs the shared data folder
+//! size features), `--surrogate ridge|mlp` (ridge by default), `--skip-constrained`,
+//! `--skip-pareto`. Needs the shared data folder
 //! (`ALPHANAS_DATA_DIR`).
 
 use alphanas::search::{
-    run_search, Constraint, Objective, SearchConfig, SearchHooks, SearchReport, Strategy, TableEvaluator,
+    run_search, Constraint, Objective, SearchConfig, SearchHooks, SearchReport, Strategy, SurrogateKind, TableEvaluator,
 };
 use alphanas::space::table::TableSpace;
 use alphanas::space::Candidate;
@@ -34,6 +35,7 @@ struct Options {
     budget: usize,
     random_budget: usize,
     extra_features: bool,
+    mlp: bool,
     constrained: bool,
     pareto: bool,
 }
@@ -45,6 +47,7 @@ fn parse_options() -> Result<Options, String> {
         budget: 600,
         random_budget: 6000,
         extra_features: true,
+        mlp: false,
         constrained: true,
         pareto: true,
     };
@@ -64,6 +67,11 @@ fn parse_options() -> Result<Options, String> {
                     .collect::<Result<_, _>>()?
             }
             "--no-extra-features" => options.extra_features = false,
+            "--surrogate" => match value("--surrogate")?.as_str() {
+                "ridge" => options.mlp = false,
+                "mlp" => options.mlp = true,
+                other => return Err(format!("unknown surrogate `{other}`; use ridge or mlp")),
+            },
             "--skip-constrained" => options.constrained = false,
             "--skip-pareto" => options.pareto = false,
             other => return Err(format!("unknown option `{other}`; see the example's header")),
@@ -104,7 +112,7 @@ impl SearchHooks for SizeFeatures {
 struct NoExtra;
 impl SearchHooks for NoExtra {}
 
-fn config(strategy: Strategy, budget: usize, seed: u64) -> SearchConfig {
+fn config(strategy: Strategy, budget: usize, seed: u64, mlp: bool) -> SearchConfig {
     SearchConfig {
         strategy,
         evals: budget,
@@ -116,6 +124,7 @@ fn config(strategy: Strategy, budget: usize, seed: u64) -> SearchConfig {
         kappa: 0.5,
         population: 50,
         tournament: 10,
+        surrogate: if mlp { SurrogateKind::Mlp(Default::default()) } else { SurrogateKind::Ridge },
         ..SearchConfig::default()
     }
 }
@@ -195,7 +204,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut hits99 = Vec::new();
             let started = Instant::now();
             for seed in 0..options.seeds {
-                let mut cfg = config(strategy, budget, seed);
+                let mut cfg = config(strategy, budget, seed, options.mlp);
                 cfg.objectives = vec![Objective::min(QUALITY), Objective::min(LATENCY)];
                 cfg.reference_point = Some(reference.clone());
                 let report = run(&space, &evaluator, &cfg, options.extra_features)?;
@@ -233,7 +242,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut hits = Vec::new();
             let started = Instant::now();
             for seed in 0..options.seeds {
-                let mut cfg = config(strategy, budget, seed);
+                let mut cfg = config(strategy, budget, seed, options.mlp);
                 cfg.objectives = vec![Objective::min(QUALITY)];
                 cfg.constraints = vec![Constraint::parse(&format!("{LATENCY}<={LATENCY_LIMIT}"))?];
                 let report = run(&space, &evaluator, &cfg, options.extra_features)?;

@@ -45,7 +45,7 @@ impl SearchSpace for GridSpace {
     }
 
     fn sample(&self, rng: &mut dyn rand::RngCore) -> Vec<u32> {
-        (0..self.width).map(|_| (rng.next_u32() % self.choices)).collect()
+        (0..self.width).map(|_| rng.next_u32() % self.choices).collect()
     }
 
     fn candidate(&self, choices: &[u32]) -> Candidate {

@@ -3,7 +3,7 @@
 #[path = "search_common.rs"]
 mod common;
 
-use alphanas::search::{run_search, NoHooks, Objective, SearchConfig, Strategy};
+use alphanas::search::{run_search, NoHooks, Objective, SearchConfig, Strategy, SurrogateKind};
 use alphanas::space::SearchSpace;
 use common::{BowlEvaluator, GridSpace};
 use std::collections::HashSet;
@@ -22,6 +22,7 @@ fn config(dir: &Path, evals: usize, resume: bool) -> SearchConfig {
         simulations_per_round: 128,
         out_dir: Some(dir.to_path_buf()),
         resume,
+        surrogate: SurrogateKind::Ridge,
         ..SearchConfig::default()
     }
 }

@@ -5,7 +5,7 @@ mod common;
 
 use alphanas::search::mcts::{LeafScorer, PriorTable, Tree, TreeSettings};
 use alphanas::search::{
-    run_search, Constraint, NoHooks, Objective, Prediction, Rollout, SearchConfig, Selection, Strategy,
+    run_search, Constraint, NoHooks, Objective, Prediction, Rollout, SearchConfig, Selection, Strategy, SurrogateKind,
 };
 use alphanas::space::SearchSpace;
 use common::{BowlEvaluator, GridSpace};
@@ -23,6 +23,7 @@ fn config(strategy: Strategy, evals: usize, seed: u64) -> SearchConfig {
         initial: 8,
         seed,
         simulations_per_round: 512,
+        surrogate: SurrogateKind::Ridge,
         ..SearchConfig::default()
     }
 }
@@ -277,4 +278,21 @@ fn tree_exhausts_small_space() {
     assert_eq!(tree.len(), 13);
     assert_eq!(leaves.len(), 9);
     assert_eq!(tree.stats.simulations, 12);
+}
+
+#[test]
+fn mlp_surrogate_drives_mcts() {
+    let (space, evaluator) = bowl();
+    let mut cfg = config(Strategy::Mcts, 16, 7);
+    cfg.surrogate = SurrogateKind::Mlp(alphanas::surrogate::EnsembleConfig {
+        members: 2,
+        hidden: vec![16],
+        epochs: 40,
+        ..alphanas::surrogate::EnsembleConfig::default()
+    });
+    let report = run_search(space, evaluator, &cfg, &mut NoHooks).unwrap();
+    assert_eq!(report.history.len(), 16);
+    assert_eq!(report.surrogate_dispatches, report.leaf_batches);
+    assert!(report.history.iter().any(|r| r.source == "mcts"));
+    assert!(report.history.iter().filter(|r| r.source == "mcts").all(|r| r.predicted.is_some()));
 }

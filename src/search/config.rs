@@ -70,6 +70,16 @@ pub enum Rollout {
     Guided { samples: usize },
 }
 
+/// Which built-in surrogate the MCTS strategy fits.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SurrogateKind {
+    /// The MLP ensemble of [`crate::surrogate`] with these training settings; its `seed` is
+    /// replaced by the search's seed.
+    Mlp(crate::surrogate::EnsembleConfig),
+    /// [`RidgeEnsemble`](super::RidgeEnsemble) with its default settings.
+    Ridge,
+}
+
 /// Everything that configures [`run_search`](super::run_search).
 #[derive(Debug, Clone)]
 pub struct SearchConfig {
@@ -96,6 +106,8 @@ pub struct SearchConfig {
     /// Tree simulations per round (each ends in one scored leaf).
     pub simulations_per_round: usize,
     pub rollout: Rollout,
+    /// The surrogate, unless [`SearchHooks::make_surrogate`] returns one.
+    pub surrogate: SurrogateKind,
     /// Progressive widening `k(N) = ⌈widening_c · N^widening_alpha⌉` for decisions with more
     /// than `widening_min_choices` choices; `widening_c <= 0` turns it off.
     pub widening_c: f64,
@@ -137,6 +149,7 @@ impl Default for SearchConfig {
             kappa: 1.0,
             simulations_per_round: 4096,
             rollout: Rollout::Random,
+            surrogate: SurrogateKind::Mlp(crate::surrogate::EnsembleConfig::default()),
             widening_c: 2.0,
             widening_alpha: 0.5,
             widening_min_choices: 16,
@@ -231,8 +244,8 @@ pub trait SearchHooks {
     /// [`SearchHooks::extra_feature_names`] lists.
     fn extra_features(&self, _candidate: &Candidate, _out: &mut Vec<f32>) {}
 
-    /// A surrogate for `targets` over `features`; `None` selects the built-in
-    /// [`RidgeEnsemble`](super::RidgeEnsemble).
+    /// A surrogate for `targets` over `features`. `None` selects the one named by
+    /// [`SearchConfig::surrogate`].
     fn make_surrogate(&mut self, _features: &[String], _targets: &[String], _seed: u64) -> Option<Box<dyn Surrogate>> {
         None
     }

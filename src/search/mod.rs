@@ -23,10 +23,11 @@ mod tree_search;
 pub use acquisition::Acquisition;
 pub use config::{
     FrontPoint, NoHooks, Progress, Rollout, RoundError, SearchConfig, SearchHooks, SearchReport, Selection, Strategy,
+    SurrogateKind,
 };
 pub use driver::run_search;
 pub use journal::{candidate_json, load_history, EvalRecord, Settings};
-pub use model::{Prediction, RidgeEnsemble, Surrogate};
+pub use model::{MlpSurrogate, Prediction, RidgeEnsemble, Surrogate};
 pub use objective::{is_feasible, normal_cdf, Bound, Constraint, Objective, Sense};
 pub use problem::Problem;
 pub use table_eval::TableEvaluator;

@@ -2,10 +2,11 @@
 //!
 //! [`Surrogate`] is what the tree needs from a model: a fit on all data so far (a warm-start
 //! refit where the model supports it) and batched prediction of mean and standard deviation
-//! per target in one call. The MLP ensemble plugs in through
-//! [`SearchHooks::make_surrogate`](super::SearchHooks::make_surrogate); without it the search
-//! uses [`RidgeEnsemble`], a bootstrap ensemble of ridge regressions on quadratic features,
-//! which fits in milliseconds on the CPU.
+//! per target in one call. [`MlpSurrogate`] wraps the crate's MLP ensemble, and
+//! [`RidgeEnsemble`] is a bootstrap ensemble of ridge regressions on quadratic features that
+//! fits in milliseconds, for cheap evaluators where refit time would dominate.
+//! [`SearchConfig::surrogate`](super::SearchConfig::surrogate) picks one, and
+//! [`SearchHooks::make_surrogate`](super::SearchHooks::make_surrogate) can supply any other.
 
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -333,7 +334,8 @@ mod tests {
         let x: Vec<Vec<f64>> = (0..200).map(|_| (0..3).map(|_| rng.random::<f64>()).collect()).collect();
         let y: Vec<Vec<f64>> = x
             .iter()
-            .map(|r| vec![1.0 + 2.0 * r[0] + r[1] * r[2], 3.0 - r[0] * r[0]])
+            // Both targets take negative values, so they are fitted without the log transform.
+            .map(|r| vec![-1.0 + 2.0 * r[0] + r[1] * r[2], r[0] * r[0] - 0.5])
             .collect();
         let mut model = RidgeEnsemble::new(4, 10, 1e-3, 5);
         model.fit(&x, &y).unwrap();
@@ -349,10 +351,110 @@ mod tests {
     }
 
     #[test]
+    fn ridge_ensemble_log_target_relative_error() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+        let x: Vec<Vec<f64>> = (0..200).map(|_| (0..2).map(|_| rng.random::<f64>()).collect()).collect();
+        // exp of a quadratic is exactly quadratic in log space.
+        let y: Vec<Vec<f64>> = x.iter().map(|r| vec![(1.0 + r[0] - 0.5 * r[1] * r[1]).exp()]).collect();
+        let mut model = RidgeEnsemble::new(4, 1, 1e-3, 3);
+        model.fit(&x, &y).unwrap();
+        let flat: Vec<f32> = x.iter().flatten().map(|&v| v as f32).collect();
+        let pred = model.score(&flat, x.len()).unwrap();
+        for (i, r) in y.iter().enumerate() {
+            let relative = (pred.mean[i] - r[0]).abs() / r[0];
+            assert!(relative < 0.01, "row {i}: relative error {relative}");
+            assert!(pred.std[i] >= 0.0);
+        }
+    }
+
+    #[test]
     fn ridge_ensemble_rejects_wrong_width() {
         let mut model = RidgeEnsemble::with_seed(0);
         model.fit(&[vec![1.0, 2.0], vec![2.0, 1.0]], &[vec![1.0], vec![2.0]]).unwrap();
         let err = model.score(&[1.0, 2.0, 3.0], 1).unwrap_err().to_string();
         assert!(err.contains("expected 1 rows × 2 features"), "{err}");
+    }
+}
+
+/// The crate's MLP ensemble ([`crate::surrogate::Ensemble`]) behind the [`Surrogate`]
+/// interface, scoring on the CPU. The first [`Surrogate::fit`] trains from scratch, and later
+/// ones warm-start from the current weights.
+pub struct MlpSurrogate {
+    config: crate::surrogate::EnsembleConfig,
+    feature_names: Vec<String>,
+    target_names: Vec<String>,
+    ensemble: Option<crate::surrogate::Ensemble>,
+    scorer: Option<crate::surrogate::CpuScorer>,
+    /// Dispatches of scorers replaced by refits.
+    earlier_dispatches: u64,
+}
+
+impl MlpSurrogate {
+    /// An untrained ensemble with `config` over the named features and targets. Targets that
+    /// are positive in every row of the first fit are fitted in log space unless
+    /// `config.log_targets` is set.
+    pub fn new(config: crate::surrogate::EnsembleConfig, feature_names: &[String], target_names: &[String]) -> Self {
+        MlpSurrogate {
+            config,
+            feature_names: feature_names.to_vec(),
+            target_names: target_names.to_vec(),
+            ensemble: None,
+            scorer: None,
+            earlier_dispatches: 0,
+        }
+    }
+}
+
+impl Surrogate for MlpSurrogate {
+    fn name(&self) -> &str {
+        "mlp-ensemble"
+    }
+
+    fn fit(&mut self, x: &[Vec<f64>], y: &[Vec<f64>]) -> crate::Result<()> {
+        use crate::surrogate::Scorer;
+
+        match self.ensemble.as_mut() {
+            Some(ensemble) => ensemble.refit(x, y)?,
+            None => {
+                let mut config = self.config.clone();
+                if config.log_targets.is_empty() {
+                    config.log_targets = (0..self.target_names.len()).map(|t| y.iter().all(|r| r[t] > 0.0)).collect();
+                }
+                let ensemble = crate::surrogate::Ensemble::fit(
+                    x,
+                    y,
+                    self.feature_names.clone(),
+                    self.target_names.clone(),
+                    &config,
+                )?;
+                self.ensemble = Some(ensemble);
+            }
+        }
+        if let Some(old) = self.scorer.take() {
+            self.earlier_dispatches += old.dispatches();
+        }
+        self.scorer = self.ensemble.as_ref().map(|e| e.cpu_scorer());
+        Ok(())
+    }
+
+    fn score(&mut self, x: &[f32], n: usize) -> crate::Result<Prediction> {
+        use crate::surrogate::Scorer;
+
+        let scorer = self
+            .scorer
+            .as_mut()
+            .ok_or_else(|| crate::Error::Other("the surrogate was asked to score before any fit".into()))?;
+        let prediction = scorer.score(x, n)?;
+        Ok(Prediction {
+            n_targets: prediction.n_targets,
+            mean: prediction.mean.iter().map(|&v| v as f64).collect(),
+            std: prediction.std.iter().map(|&v| v as f64).collect(),
+        })
+    }
+
+    fn dispatches(&self) -> u64 {
+        use crate::surrogate::Scorer;
+
+        self.earlier_dispatches + self.scorer.as_ref().map_or(0, |s| s.dispatches())
     }
 }

@@ -3,10 +3,10 @@
 
 use super::acquisition::Acquisition;
 use super::baselines::sample_unseen;
-use super::config::{SearchConfig, SearchHooks};
+use super::config::{SearchConfig, SearchHooks, SurrogateKind};
 use super::driver::{Context, Counters, Proposal, Proposer};
 use super::mcts::{LeafScorer, PriorTable, ScoredCandidate, Tree, TreeSettings};
-use super::model::{Prediction, RidgeEnsemble, Surrogate};
+use super::model::{MlpSurrogate, Prediction, RidgeEnsemble, Surrogate};
 use crate::space::SearchSpace;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
@@ -20,6 +20,7 @@ pub(crate) struct MctsProposer {
     initial: usize,
     kappa: f64,
     seed: u64,
+    surrogate_kind: SurrogateKind,
     surrogate: Option<Box<dyn Surrogate>>,
     priors: PriorTable,
     counters: Counters,
@@ -33,6 +34,7 @@ impl MctsProposer {
             initial: cfg.initial.max(2),
             kappa: cfg.kappa,
             seed: cfg.seed,
+            surrogate_kind: cfg.surrogate.clone(),
             surrogate: None,
             priors: PriorTable::default(),
             counters: Counters::default(),
@@ -105,7 +107,14 @@ impl Proposer for MctsProposer {
             let mut names = ctx.space.feature_names();
             names.extend(extra_names);
             let made = ctx.hooks.make_surrogate(&names, &ctx.problem.targets, self.seed);
-            let surrogate = made.unwrap_or_else(|| Box::new(RidgeEnsemble::with_seed(self.seed)));
+            let surrogate: Box<dyn Surrogate> = match (made, &self.surrogate_kind) {
+                (Some(surrogate), _) => surrogate,
+                (None, SurrogateKind::Ridge) => Box::new(RidgeEnsemble::with_seed(self.seed)),
+                (None, SurrogateKind::Mlp(config)) => {
+                    let config = crate::surrogate::EnsembleConfig { seed: self.seed, ..config.clone() };
+                    Box::new(MlpSurrogate::new(config, &names, &ctx.problem.targets))
+                }
+            };
             log::info!("surrogate: {} over {} features and {} targets", surrogate.name(), names.len(), ctx.problem.targets.len());
             self.surrogate = Some(surrogate);
         }
