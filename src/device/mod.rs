@@ -11,8 +11,19 @@
 //! [`DeviceError`] by [`GpuContext::check`], never as a panic.
 
 mod adapter;
+mod pipeline;
+mod recorder;
+mod runtime;
+pub mod timing;
+
+#[cfg(test)]
+mod gpu_tests;
 
 pub use adapter::{list_adapters, AdapterSummary, LimitSummary};
+pub use pipeline::{specialize_wgsl, Access, Kernel, KernelSpec, ELEMENT_ALIAS_LINE};
+pub use recorder::{fold_grid, Bind, Recorder};
+pub use runtime::{BufferPool, DType, GpuTensor, PoolStats, PooledBuffer};
+pub use timing::{time_cpu, time_gpu, time_gpu_with_source, TimingSource};
 
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -83,6 +94,8 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     lost: Arc<Mutex<Option<String>>>,
     uncaptured: Arc<Mutex<Vec<String>>>,
+    pipelines: pipeline::PipelineCache,
+    pool: runtime::BufferPool,
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -165,6 +178,8 @@ impl GpuContext {
             limits,
             lost,
             uncaptured,
+            pipelines: Default::default(),
+            pool: Default::default(),
         }))
     }
 
