@@ -90,7 +90,7 @@ fn main(
     let in_range = row < params.n_q;
     let position = params.q_offset + row;
 
-    // Keys this workgroup needs: up to the last in_range query's position.
+    // Keys this workgroup needs: up to the position of the last query in range.
     let last_row = min(q_block * BQ + BQ, params.n_q) - 1u;
     let kv_end = min(params.q_offset + last_row + 1u, params.kv_len);
 

@@ -152,3 +152,6 @@ mod tests {
         assert!(err.to_string().contains("max_storage_buffer_binding_size"), "{err}");
     }
 }
+
+#[doc(hidden)]
+pub mod test_util;
