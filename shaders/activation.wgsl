@@ -2,12 +2,13 @@
 //
 //   gelu_tanh: out = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
 //   swiglu:    out = silu(gate) * up, silu(g) = g * sigmoid(g).
+//   relu:      out = max(x, 0).
 //
 // Bindings (group 0):
 //   0 uniform Params { n: elements in this dispatch }
 //   1 x:   array<T>, read: the input of gelu_tanh, the gate of swiglu
 //   2 out: array<T>, read_write (must not alias the inputs)
-//   3 up:  array<T>, read (swiglu only; gelu_tanh's layout stops at 2)
+//   3 up:  array<T>, read (swiglu only; the gelu_tanh and relu layouts stop at 2)
 // Workgroup: 256 invocations, one element each; the linear workgroup index is folded over
 // x and y by the host and rebuilt as wid.x + wid.y * nwg.x.
 // Stability: tanh is computed as sign(y) (1 - e) / (1 + e) with e = exp(-2|y|) <= 1, so it
@@ -79,4 +80,17 @@ fn swiglu(
     }
     let g = f32(x[i]);
     out[i] = T(g * sigmoid(g) * f32(up[i]));
+}
+
+@compute @workgroup_size(256)
+fn relu(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = element_index(wid, nwg, lid);
+    if (i >= params.n) {
+        return;
+    }
+    out[i] = max(x[i], T(0.0));
 }

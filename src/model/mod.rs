@@ -10,6 +10,7 @@
 pub mod bench;
 pub mod cache;
 pub mod forward;
+pub mod gpu;
 pub mod weights;
 
 pub use bench::{bench_cpu, ModelBenchResult};

@@ -1,4 +1,4 @@
-//! GPU GELU (tanh form) and SwiGLU (`shaders/activation.wgsl`): one element per invocation.
+//! GPU GELU (tanh form), SwiGLU and ReLU (`shaders/activation.wgsl`): one element per invocation.
 
 use crate::device::{Access, DType, GpuContext, GpuTensor, KernelSpec, Recorder};
 use crate::kernels::{bind_rows, check_float, check_tensor, row_blocks, to_u32};
@@ -17,6 +17,11 @@ struct Params {
 /// Records `out = gelu_tanh(x)` elementwise.
 pub fn record_gelu(rec: &mut Recorder<'_>, x: &GpuTensor, out: &GpuTensor) -> crate::Result<()> {
     record_elementwise(rec, "gelu_tanh", x, None, out)
+}
+
+/// Records `out = max(x, 0)` elementwise.
+pub fn record_relu(rec: &mut Recorder<'_>, x: &GpuTensor, out: &GpuTensor) -> crate::Result<()> {
+    record_elementwise(rec, "relu", x, None, out)
 }
 
 /// Records `out = silu(gate) * up` elementwise.
