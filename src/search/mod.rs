@@ -1,3 +1,33 @@
-//! placeholder
+//! Architecture search: MCTS guided by a surrogate, baseline strategies, Pareto fronts and
+//! hypervolume, the search loop and its journal.
+//!
+//! The entry point is [`run_search`]: it proposes candidates with the configured
+//! [`Strategy`], evaluates them with an [`Evaluator`](crate::eval::Evaluator) on worker
+//! threads, appends each result to `history.jsonl`, refits the surrogate and repeats until the
+//! budget is spent, then writes `front.csv`, `front.json` and `summary.json`.
 
+mod acquisition;
+mod baselines;
+mod config;
+mod driver;
+mod journal;
+pub mod mcts;
+mod model;
+mod objective;
+mod outputs;
+pub mod pareto;
 pub mod plot;
+mod problem;
+pub mod table_eval;
+mod tree_search;
+
+pub use acquisition::Acquisition;
+pub use config::{
+    FrontPoint, NoHooks, Progress, Rollout, RoundError, SearchConfig, SearchHooks, SearchReport, Selection, Strategy,
+};
+pub use driver::run_search;
+pub use journal::{candidate_json, load_history, EvalRecord, Settings};
+pub use model::{Prediction, RidgeEnsemble, Surrogate};
+pub use objective::{is_feasible, normal_cdf, Bound, Constraint, Objective, Sense};
+pub use problem::Problem;
+pub use table_eval::TableEvaluator;

@@ -6,6 +6,8 @@
 //! choices (per-layer decisions exist only for the layers the depth decision created), and at
 //! each step only choices that can still lead to a valid candidate are offered.
 
+pub mod table;
+
 use num_bigint::BigUint;
 
 /// Errors raised while reading, building or walking a search space.

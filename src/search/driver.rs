@@ -1,0 +1,359 @@
+//! The outer search loop: propose candidates, evaluate them in parallel, journal each result,
+//! refit, repeat until the budget is spent or the stop flag is set; then write the outputs.
+
+use super::baselines::{EvolutionProposer, LocalProposer, RandomProposer};
+use super::config::{Progress, SearchConfig, SearchHooks, SearchReport, Strategy};
+use super::journal::{self, EvalRecord, Journal, Settings};
+use super::tree_search::MctsProposer;
+use super::outputs;
+use super::problem::Problem;
+use crate::eval::{EvalOutcome, Evaluator, Status};
+use crate::space::{Candidate, SearchSpace};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// One candidate a strategy wants evaluated.
+#[derive(Debug, Clone)]
+pub(crate) struct Proposal {
+    pub choices: Vec<u32>,
+    pub source: &'static str,
+    /// Surrogate mean per target, in [`Problem::targets`] order.
+    pub predicted: Option<Vec<f64>>,
+}
+
+/// What a strategy sees when it proposes.
+pub(crate) struct Context<'a> {
+    pub space: &'a dyn SearchSpace,
+    pub problem: &'a Problem,
+    pub history: &'a [EvalRecord],
+    /// Choice sequences already evaluated.
+    pub seen: &'a HashSet<Vec<u32>>,
+    pub hooks: &'a mut dyn SearchHooks,
+    pub rng: &'a mut StdRng,
+}
+
+/// Work counters of a strategy, reported in `summary.json`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Counters {
+    pub simulations: u64,
+    pub leaf_batches: u64,
+    pub surrogate_dispatches: u64,
+    /// Seconds spent in tree simulations (selection, rollout, scoring, backup).
+    pub simulation_seconds: f64,
+}
+
+/// A search strategy.
+pub(crate) trait Proposer {
+    /// Up to `n` distinct candidates not in `ctx.seen`. Fewer (or none) means the strategy
+    /// cannot find more unseen candidates.
+    fn propose(&mut self, ctx: &mut Context<'_>, n: usize) -> crate::Result<Vec<Proposal>>;
+
+    /// Work done so far.
+    fn counters(&self) -> Counters {
+        Counters::default()
+    }
+
+    /// Name of the surrogate, when the strategy uses one.
+    fn surrogate_name(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Runs a search of `space` with `evaluator` as configured by `cfg`, writing the journal and
+/// outputs to `cfg.out_dir` when set.
+///
+/// No choice sequence is evaluated twice, resumed evaluations included. With the same seed,
+/// space, evaluator and settings, a run on the CPU makes the same proposals and so writes the
+/// same history (evaluator timings aside), whatever the number of workers, because results
+/// are journaled in proposal order.
+pub fn run_search(
+    space: Arc<dyn SearchSpace>,
+    evaluator: Arc<dyn Evaluator>,
+    cfg: &SearchConfig,
+    hooks: &mut dyn SearchHooks,
+) -> crate::Result<SearchReport> {
+    cfg.validate()?;
+    let problem = Problem::new(&cfg.objectives, &cfg.constraints);
+    check_metric_names(&*evaluator, &problem)?;
+    let settings = Settings::new(
+        &*space,
+        evaluator.name(),
+        &cfg.objectives,
+        &cfg.constraints,
+        cfg.strategy.name(),
+        cfg.seed,
+    );
+    let mut history = prepare_out_dir(cfg, &settings, &*space)?;
+    let mut journal = match &cfg.out_dir {
+        Some(dir) => Some(Journal::open(dir)?),
+        None => None,
+    };
+    let resumed = history.len();
+    if resumed > 0 {
+        log::info!("resuming with {resumed} evaluations from the journal");
+        for record in &history {
+            hooks.on_result(&record.candidate, &record.outcome);
+        }
+    }
+    let mut seen: HashSet<Vec<u32>> = history.iter().map(|r| r.choices.clone()).collect();
+
+    let mut rng = StdRng::seed_from_u64(cfg.seed.wrapping_add((resumed as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+    let mut proposer: Box<dyn Proposer> = match cfg.strategy {
+        Strategy::Mcts => Box::new(MctsProposer::new(cfg)),
+        Strategy::Random => Box::new(RandomProposer),
+        Strategy::Evolution => Box::new(EvolutionProposer::new(cfg.population, cfg.tournament)),
+        Strategy::Local => Box::new(LocalProposer::new(cfg.local_patience)),
+    };
+
+    let bar = progress_bar(cfg, history.len());
+    let started = Instant::now();
+    let mut stopped = false;
+    let mut exhausted = false;
+    let mut round = 0usize;
+    log::info!(
+        "search started: strategy {}, space {} ({} candidates), evaluator {}, {} evaluations",
+        cfg.strategy.name(),
+        space.name(),
+        settings.space_size,
+        evaluator.name(),
+        cfg.evals
+    );
+    while history.len() < cfg.evals {
+        if cfg.stop.load(Ordering::SeqCst) {
+            stopped = true;
+            break;
+        }
+        let wanted = cfg.q.min(cfg.evals - history.len());
+        let proposals = {
+            let mut ctx = Context {
+                space: &*space,
+                problem: &problem,
+                history: &history,
+                seen: &seen,
+                hooks: &mut *hooks,
+                rng: &mut rng,
+            };
+            proposer.propose(&mut ctx, wanted)?
+        };
+        if proposals.is_empty() {
+            log::info!("no unseen candidates are left after {} evaluations; stopping", history.len());
+            exhausted = true;
+            break;
+        }
+        let first = history.len();
+        let candidates: Vec<Candidate> = proposals.iter().map(|p| space.candidate(&p.choices)).collect();
+        let mut write_error = None;
+        let finished = evaluate_in_order(&evaluator, &candidates, first, cfg.workers, &cfg.stop, |i, outcome| {
+            let proposal = &proposals[i];
+            let predicted = proposal.predicted.as_ref().map(|values| {
+                problem.targets.iter().cloned().zip(values.iter().copied()).collect::<BTreeMap<_, _>>()
+            });
+            let record = EvalRecord {
+                eval: first + i,
+                source: proposal.source.to_string(),
+                choices: proposal.choices.clone(),
+                candidate: candidates[i].clone(),
+                outcome,
+                predicted,
+            };
+            if let Some(journal) = journal.as_mut() {
+                if let Err(e) = journal.append(&record) {
+                    write_error = Some(e);
+                    return false;
+                }
+            }
+            log::debug!("evaluation {} ({}): {:?} {:?}", record.eval, record.source, record.outcome.status, record.outcome.metrics);
+            hooks.on_result(&record.candidate, &record.outcome);
+            seen.insert(record.choices.clone());
+            history.push(record);
+            let progress = progress_of(&problem, &history, cfg.evals);
+            hooks.on_progress(&progress);
+            bar.set_position(history.len() as u64);
+            if let Some(best) = progress.best {
+                bar.set_message(format!("best {best:.4}, {} feasible", progress.feasible));
+            }
+            true
+        });
+        if let Some(e) = write_error {
+            bar.abandon();
+            return Err(e);
+        }
+        if finished < proposals.len() {
+            stopped = true;
+            break;
+        }
+        round += 1;
+        log::info!("round {round}: {} evaluations done", history.len());
+    }
+    if cfg.stop.load(Ordering::SeqCst) && history.len() < cfg.evals {
+        stopped = true;
+    }
+    bar.finish_and_clear();
+    if stopped {
+        log::warn!("search stopped early after {} of {} evaluations; writing outputs", history.len(), cfg.evals);
+    }
+
+    let counters = proposer.counters();
+    let elapsed = started.elapsed().as_secs_f64();
+    let report = outputs::build_report(
+        &problem,
+        cfg,
+        history,
+        resumed,
+        counters,
+        stopped,
+        exhausted,
+    )?;
+    if let Some(dir) = &cfg.out_dir {
+        outputs::write_outputs(dir, &settings, &problem, &report, proposer.surrogate_name(), elapsed)?;
+    }
+    log::info!(
+        "search finished: {} evaluations ({} new), {} on the front, {} simulations",
+        report.history.len(),
+        report.new_evaluations,
+        report.front.len(),
+        report.simulations
+    );
+    Ok(report)
+}
+
+fn check_metric_names(evaluator: &dyn Evaluator, problem: &Problem) -> crate::Result<()> {
+    let known = evaluator.metric_names();
+    if known.is_empty() {
+        return Ok(());
+    }
+    for target in &problem.targets {
+        if !known.contains(target) {
+            return Err(crate::Error::Invalid(format!(
+                "metric `{target}` is not returned by the {} evaluator, which returns: {}; fix the objective or constraint",
+                evaluator.name(),
+                known.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Creates or checks the output directory and returns the journal's records.
+fn prepare_out_dir(cfg: &SearchConfig, settings: &Settings, space: &dyn SearchSpace) -> crate::Result<Vec<EvalRecord>> {
+    let Some(dir) = &cfg.out_dir else {
+        return Ok(Vec::new());
+    };
+    let settings_path = dir.join("settings.json");
+    if cfg.resume {
+        let text = std::fs::read_to_string(&settings_path).map_err(|e| {
+            crate::Error::io(format!("cannot resume: cannot read {}", settings_path.display()), e)
+        })?;
+        let stored: Settings = serde_json::from_str(&text).map_err(|e| {
+            crate::Error::Invalid(format!("cannot resume: {} is not valid ({e})", settings_path.display()))
+        })?;
+        settings.check_resume(&stored, dir)?;
+        let history = journal::load_history(dir, space)?;
+        journal::write_json_atomic(&settings_path, settings)?;
+        return Ok(history);
+    }
+    std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(format!("cannot create {}", dir.display()), e))?;
+    let history_path = dir.join("history.jsonl");
+    if std::fs::metadata(&history_path).is_ok_and(|m| m.len() > 0) {
+        return Err(crate::Error::Invalid(format!(
+            "{} already holds a search; continue it with --resume {} or choose another --out directory",
+            dir.display(),
+            dir.display()
+        )));
+    }
+    journal::write_json_atomic(&settings_path, settings)?;
+    Ok(Vec::new())
+}
+
+fn progress_bar(cfg: &SearchConfig, done: usize) -> indicatif::ProgressBar {
+    if !cfg.progress {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(cfg.evals as u64);
+    let style = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} evaluations, ETA {eta} {msg}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_position(done as u64);
+    bar
+}
+
+fn progress_of(problem: &Problem, history: &[EvalRecord], evals: usize) -> Progress {
+    let points = problem.feasible_points(history);
+    let best = points.iter().map(|(_, v)| v[0]).fold(None, |acc: Option<f64>, v| Some(acc.map_or(v, |a| a.min(v))));
+    let best = best.map(|v| problem.objectives[0].to_minimised(v));
+    Progress { evaluations: history.len(), evals, feasible: points.len(), best }
+}
+
+/// Evaluates `candidates` on up to `workers` threads and hands each outcome to `on_done` in
+/// candidate order (buffering results that finish early). No new evaluation starts once
+/// `stop` is set or `on_done` returns false; evaluations in flight are finished. Returns the
+/// number of outcomes handed over, a prefix of `candidates`.
+fn evaluate_in_order(
+    evaluator: &Arc<dyn Evaluator>,
+    candidates: &[Candidate],
+    first_trial: usize,
+    workers: usize,
+    stop: &AtomicBool,
+    mut on_done: impl FnMut(usize, EvalOutcome) -> bool,
+) -> usize {
+    let next = AtomicUsize::new(0);
+    let abort = AtomicBool::new(false);
+    let (sender, receiver) = std::sync::mpsc::channel::<(usize, EvalOutcome)>();
+    let mut delivered = 0usize;
+    std::thread::scope(|scope| {
+        for _ in 0..workers.min(candidates.len()) {
+            let sender = sender.clone();
+            let (next, abort) = (&next, &abort);
+            scope.spawn(move || loop {
+                if stop.load(Ordering::SeqCst) || abort.load(Ordering::SeqCst) {
+                    break;
+                }
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= candidates.len() {
+                    break;
+                }
+                let outcome = evaluate_guarded(&**evaluator, (first_trial + i) as u64, &candidates[i]);
+                if sender.send((i, outcome)).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(sender);
+        let mut pending: BTreeMap<usize, EvalOutcome> = BTreeMap::new();
+        for (i, outcome) in receiver {
+            pending.insert(i, outcome);
+            while let Some(outcome) = pending.remove(&delivered) {
+                if abort.load(Ordering::SeqCst) {
+                    break;
+                }
+                if !on_done(delivered, outcome) {
+                    abort.store(true, Ordering::SeqCst);
+                    break;
+                }
+                delivered += 1;
+            }
+        }
+    });
+    delivered
+}
+
+/// Runs one evaluation, turning a panic inside the evaluator into a failed outcome.
+fn evaluate_guarded(evaluator: &dyn Evaluator, trial: u64, candidate: &Candidate) -> EvalOutcome {
+    let started = Instant::now();
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| evaluator.evaluate(trial, candidate))) {
+        Ok(outcome) => outcome,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            log::warn!("evaluator {} panicked on trial {trial}: {message}", evaluator.name());
+            EvalOutcome::failed(Status::Failed, format!("evaluator panicked: {message}"), started.elapsed().as_secs_f64())
+        }
+    }
+}

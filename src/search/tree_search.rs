@@ -1,0 +1,198 @@
+//! The MCTS strategy: fit the surrogate on all results, grow a fresh tree against it, and
+//! propose the best unseen candidates the tree scored.
+
+use super::acquisition::Acquisition;
+use super::baselines::sample_unseen;
+use super::config::{SearchConfig, SearchHooks};
+use super::driver::{Context, Counters, Proposal, Proposer};
+use super::mcts::{LeafScorer, PriorTable, ScoredCandidate, Tree, TreeSettings};
+use super::model::{Prediction, RidgeEnsemble, Surrogate};
+use crate::space::SearchSpace;
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+/// Scored candidates kept per requested proposal for greedy batch selection.
+const SHORTLIST_PER_PICK: usize = 32;
+
+pub(crate) struct MctsProposer {
+    settings: TreeSettings,
+    simulations_per_round: usize,
+    initial: usize,
+    kappa: f64,
+    seed: u64,
+    surrogate: Option<Box<dyn Surrogate>>,
+    priors: PriorTable,
+    counters: Counters,
+}
+
+impl MctsProposer {
+    pub(crate) fn new(cfg: &SearchConfig) -> Self {
+        MctsProposer {
+            settings: TreeSettings::from_config(cfg),
+            simulations_per_round: cfg.simulations_per_round.max(1),
+            initial: cfg.initial.max(2),
+            kappa: cfg.kappa,
+            seed: cfg.seed,
+            surrogate: None,
+            priors: PriorTable::default(),
+            counters: Counters::default(),
+        }
+    }
+}
+
+/// Space features followed by the hooks' extra features.
+fn candidate_features(space: &dyn SearchSpace, hooks: &dyn SearchHooks, extra: bool, choices: &[u32], out: &mut Vec<f32>) {
+    out.extend(space.features(choices));
+    if extra {
+        let candidate = space.candidate(choices);
+        hooks.extra_features(&candidate, out);
+    }
+}
+
+struct SurrogateScorer<'a> {
+    space: &'a dyn SearchSpace,
+    hooks: &'a dyn SearchHooks,
+    extra: bool,
+    surrogate: &'a mut dyn Surrogate,
+    acquisition: &'a Acquisition,
+}
+
+impl LeafScorer for SurrogateScorer<'_> {
+    fn features(&self, choices: &[u32], out: &mut Vec<f32>) {
+        candidate_features(self.space, self.hooks, self.extra, choices, out);
+    }
+
+    fn score(&mut self, features: &[f32], n: usize) -> crate::Result<Prediction> {
+        self.surrogate.score(features, n)
+    }
+
+    fn reward(&self, prediction: &Prediction, row: usize) -> f64 {
+        let t = prediction.n_targets;
+        let mean = &prediction.mean[row * t..(row + 1) * t];
+        let std = &prediction.std[row * t..(row + 1) * t];
+        self.acquisition.reward(mean, std)
+    }
+}
+
+impl Proposer for MctsProposer {
+    fn propose(&mut self, ctx: &mut Context<'_>, n: usize) -> crate::Result<Vec<Proposal>> {
+        let extra_names = ctx.hooks.extra_feature_names();
+        let extra = !extra_names.is_empty();
+
+        // Training rows: every ok result with all targets present.
+        let mut x: Vec<Vec<f64>> = Vec::new();
+        let mut y: Vec<Vec<f64>> = Vec::new();
+        let mut buffer = Vec::new();
+        for record in ctx.history {
+            if record.outcome.status != crate::eval::Status::Ok {
+                continue;
+            }
+            let Some(targets) = ctx.problem.target_vector(&record.outcome.metrics) else {
+                continue;
+            };
+            buffer.clear();
+            candidate_features(ctx.space, &*ctx.hooks, extra, &record.choices, &mut buffer);
+            x.push(buffer.iter().map(|&v| v as f64).collect());
+            y.push(targets);
+        }
+        if x.len() < self.initial {
+            let mut taken = HashSet::new();
+            let picks = sample_unseen(ctx.space, ctx.seen, &mut taken, ctx.rng, n);
+            return Ok(picks.into_iter().map(|choices| Proposal { choices, source: "initial", predicted: None }).collect());
+        }
+
+        if self.surrogate.is_none() {
+            let mut names = ctx.space.feature_names();
+            names.extend(extra_names);
+            let made = ctx.hooks.make_surrogate(&names, &ctx.problem.targets, self.seed);
+            let surrogate = made.unwrap_or_else(|| Box::new(RidgeEnsemble::with_seed(self.seed)));
+            log::info!("surrogate: {} over {} features and {} targets", surrogate.name(), names.len(), ctx.problem.targets.len());
+            self.surrogate = Some(surrogate);
+        }
+        let surrogate = self.surrogate.as_mut().expect("surrogate was just created");
+        let fit_started = Instant::now();
+        surrogate.fit(&x, &y)?;
+        log::debug!("surrogate refit on {} rows in {:.3} s", x.len(), fit_started.elapsed().as_secs_f64());
+
+        let acquisition = Acquisition::new(ctx.problem, ctx.history, self.kappa);
+        let dispatches_before = surrogate.dispatches();
+        let mut pool: HashMap<Vec<u32>, ScoredCandidate> = HashMap::new();
+        let started = Instant::now();
+        let stats = {
+            let mut scorer = SurrogateScorer {
+                space: ctx.space,
+                hooks: &*ctx.hooks,
+                extra,
+                surrogate: surrogate.as_mut(),
+                acquisition: &acquisition,
+            };
+            let mut tree = Tree::new(ctx.space, self.settings.clone(), &self.priors);
+            tree.run(self.simulations_per_round, &mut scorer, ctx.seen, ctx.rng, &mut |scored| {
+                pool.entry(scored.choices.clone()).or_insert(scored);
+            })?;
+            tree.stats
+        };
+        self.counters.simulation_seconds += started.elapsed().as_secs_f64();
+        self.counters.simulations += stats.simulations;
+        self.counters.leaf_batches += stats.leaf_batches;
+        self.counters.surrogate_dispatches += surrogate.dispatches() - dispatches_before;
+        log::debug!(
+            "tree: {} simulations in {} batches, {} distinct candidates scored",
+            stats.simulations,
+            stats.leaf_batches,
+            pool.len()
+        );
+
+        self.priors = PriorTable::from_rewards(pool.values().map(|c| (c.choices.as_slice(), c.reward)));
+        let mut proposals = pick_batch(pool, ctx.seen, acquisition, n);
+        if proposals.len() < n {
+            let mut taken: HashSet<Vec<u32>> = proposals.iter().map(|p| p.choices.clone()).collect();
+            let picks = sample_unseen(ctx.space, ctx.seen, &mut taken, ctx.rng, n - proposals.len());
+            proposals.extend(picks.into_iter().map(|choices| Proposal { choices, source: "random", predicted: None }));
+        }
+        Ok(proposals)
+    }
+
+    fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    fn surrogate_name(&self) -> Option<String> {
+        self.surrogate.as_ref().map(|s| s.name().to_string())
+    }
+}
+
+/// Picks `n` unseen candidates from `pool`. One objective: the `n` highest rewards. Several:
+/// greedily, each pick added to the front as a fantasy before the next is scored, so a batch
+/// spreads along the front instead of crowding one spot.
+fn pick_batch(
+    pool: HashMap<Vec<u32>, ScoredCandidate>,
+    seen: &HashSet<Vec<u32>>,
+    mut acquisition: Acquisition,
+    n: usize,
+) -> Vec<Proposal> {
+    let mut shortlist: Vec<ScoredCandidate> = pool.into_values().filter(|c| !seen.contains(&c.choices)).collect();
+    // Sort by reward, then by choices so ties break the same way in every run.
+    shortlist.sort_by(|a, b| b.reward.total_cmp(&a.reward).then_with(|| a.choices.cmp(&b.choices)));
+    shortlist.truncate(SHORTLIST_PER_PICK * n);
+    let proposal = |c: ScoredCandidate| Proposal { choices: c.choices, source: "mcts", predicted: Some(c.mean) };
+    if acquisition.dimensions() == 1 || n == 1 {
+        return shortlist.into_iter().take(n).map(proposal).collect();
+    }
+    let mut picks = Vec::with_capacity(n);
+    while picks.len() < n && !shortlist.is_empty() {
+        let mut best = 0;
+        let mut best_reward = f64::NEG_INFINITY;
+        for (i, c) in shortlist.iter().enumerate() {
+            let reward = acquisition.reward(&c.mean, &c.std);
+            if reward > best_reward {
+                best_reward = reward;
+                best = i;
+            }
+        }
+        let chosen = shortlist.remove(best);
+        acquisition.add_fantasy(&chosen.mean, &chosen.std);
+        picks.push(proposal(chosen));
+    }
+    picks
+}
