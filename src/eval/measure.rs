@@ -57,6 +57,10 @@ pub trait ForwardBackend: Send + Sync {
 
     /// Runs `arch` in `mode` with random weights and returns the timing, or a one-line error.
     fn run(&self, arch: &Architecture, mode: Mode, settings: PassSettings) -> Result<ForwardTiming, String>;
+
+    /// Frees what the backend keeps between the passes of one candidate (such as its weights).
+    /// The evaluator calls it after the last pass of each candidate.
+    fn release(&self) {}
 }
 
 /// Settings of the `measure` evaluator.
@@ -190,6 +194,7 @@ impl Evaluator for MeasureEvaluator {
             Ok(_) => self.run_pass(arch, Mode::Decode, decode_cache),
             Err(_) => Err(String::new()),
         };
+        self.backend.release();
         drop(guard);
 
         let elapsed = start.elapsed().as_secs_f64();
@@ -209,6 +214,90 @@ impl Evaluator for MeasureEvaluator {
             prefill.peak_memory_bytes.max(decode.peak_memory_bytes) as f64,
         );
         EvalOutcome::ok(metrics, elapsed)
+    }
+}
+
+/// The CPU forward pass of [`crate::model`], timed with the evaluator's own warm-up and run
+/// counts. The weights of the last architecture are kept, so the prefill and decode passes of
+/// one candidate share one random initialisation; [`ForwardBackend::release`] frees them.
+#[derive(Default)]
+pub struct CpuBackend {
+    model: Mutex<Option<(Architecture, crate::model::CpuModel)>>,
+}
+
+impl CpuBackend {
+    pub fn new() -> Self {
+        CpuBackend::default()
+    }
+}
+
+impl ForwardBackend for CpuBackend {
+    fn name(&self) -> &str {
+        "cpu"
+    }
+
+    fn run(&self, arch: &Architecture, mode: Mode, settings: PassSettings) -> Result<ForwardTiming, String> {
+        use crate::model::{random_tokens, CpuModel, Weights};
+
+        let mut slot = self.model.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if slot.as_ref().is_none_or(|(cached, _)| cached != arch) {
+            // Free the previous model before allocating the next one.
+            *slot = None;
+            let weights = Weights::random(arch, settings.seed).map_err(|e| e.to_string())?;
+            *slot = Some((arch.clone(), CpuModel::new(weights)));
+        }
+        let (_, model) = slot.as_mut().expect("the model was just built");
+
+        let batch = settings.batch as usize;
+        let seq = settings.seq as usize;
+        let vocab_size = arch.vocab_size as usize;
+        let mut samples_ns = Vec::with_capacity(settings.runs as usize);
+        let total = settings.warmup + settings.runs;
+        let cache;
+        match mode {
+            Mode::Prefill => {
+                let tokens = random_tokens(batch * seq, vocab_size, settings.seed);
+                let mut kv = model.new_cache(batch, seq).map_err(|e| e.to_string())?;
+                model.reserve_scratch(batch * seq).map_err(|e| e.to_string())?;
+                for i in 0..total {
+                    kv.clear();
+                    let start = Instant::now();
+                    let logits = model.prefill(&tokens, batch, seq, &mut kv).map_err(|e| e.to_string())?;
+                    let elapsed = start.elapsed();
+                    std::hint::black_box(&logits);
+                    if i >= settings.warmup {
+                        samples_ns.push(elapsed.as_nanos() as f64);
+                    }
+                }
+                cache = kv;
+            }
+            Mode::Decode => {
+                // The cache holds `seq` past positions, so the new token attends to seq + 1.
+                let tokens = random_tokens(batch, vocab_size, settings.seed);
+                let mut kv = model.new_cache(batch, seq + 1).map_err(|e| e.to_string())?;
+                kv.fill_random(seq, settings.seed).map_err(|e| e.to_string())?;
+                model.reserve_scratch(batch).map_err(|e| e.to_string())?;
+                let mut logits = vec![0.0f32; batch * vocab_size];
+                for i in 0..total {
+                    kv.truncate(seq);
+                    let start = Instant::now();
+                    model.decode_into(&tokens, &mut kv, &mut logits).map_err(|e| e.to_string())?;
+                    let elapsed = start.elapsed();
+                    std::hint::black_box(&logits);
+                    if i >= settings.warmup {
+                        samples_ns.push(elapsed.as_nanos() as f64);
+                    }
+                }
+                cache = kv;
+            }
+        }
+
+        let stats = crate::stats::TimingStats::from_samples(&samples_ns).ok_or("no timed runs were made")?;
+        Ok(ForwardTiming { latency_ms: stats.median_ns / 1e6, peak_memory_bytes: model.peak_memory_bytes(&cache) })
+    }
+
+    fn release(&self) {
+        *self.model.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
     }
 }
 
