@@ -248,6 +248,10 @@ fn gpt2_config(arch: &Architecture) -> Result<Value, ExportError> {
         "n_head": layer.n_heads,
         "n_inner": layer.d_ff,
         "activation_function": "gelu_new",
+        // GPT2Config defaults both to 50256, GPT-2's last token id, which a smaller vocabulary
+        // lacks; the last id of this vocabulary takes that role.
+        "bos_token_id": arch.vocab_size - 1,
+        "eos_token_id": arch.vocab_size - 1,
         "layer_norm_epsilon": GPT2_LAYER_NORM_EPS,
         "resid_pdrop": 0.1,
         "embd_pdrop": 0.1,

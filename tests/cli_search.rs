@@ -11,7 +11,7 @@ fn alphanas() -> Command {
     command
 }
 
-/// An evaluator script that sleeps `delay` seconds, then reports `cost` = d_model × n_layers
+/// Writes an evaluator script that sleeps `delay` seconds, then reports `cost` = d_model × n_layers
 /// and `size` = d_model from the architecture on stdin.
 fn slow_eval_script(dir: &Path, delay: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
@@ -70,12 +70,35 @@ fn wait_for_lines(child: &mut Child, dir: &Path, n: usize, limit: Duration) {
     }
 }
 
+/// A space without per-layer decisions, so that every front architecture can be exported.
+const UNIFORM_SPACE: &str = r#"
+name = "uniform"
+[fixed]
+vocab_size = 1000
+max_seq_len = 256
+ffn = "swiglu"
+norm = "rmsnorm"
+pos = "rope"
+bias = false
+tie_embeddings = false
+[decisions]
+n_layers = [2, 4, 6]
+d_model = [64, 128, 192]
+n_heads = [2, 4]
+n_kv_heads = [1, 2]
+mlp_ratio = [2, 3]
+"#;
+
 #[test]
 fn search_proxy_writes_outputs() {
     let dir = tempfile::tempdir().unwrap();
+    let space = dir.path().join("uniform.toml");
+    std::fs::write(&space, UNIFORM_SPACE).unwrap();
     let out = dir.path().join("run");
     let result = alphanas()
-        .args(["search", "--evaluator", "proxy", "--evals", "12", "--seed", "1", "--export-front", "--out"])
+        .args(["search", "--evaluator", "proxy", "--evals", "12", "--seed", "1", "--export-front", "--space"])
+        .arg(&space)
+        .arg("--out")
         .arg(&out)
         .output()
         .unwrap();
@@ -88,7 +111,8 @@ fn search_proxy_writes_outputs() {
         assert!(out.join(file).is_file(), "{file} missing");
     }
     let svg = std::fs::read_to_string(out.join("pareto.svg")).unwrap();
-    assert!(svg.contains("<svg") && svg.contains("flops_per_token"));
+    assert!(svg.contains("<svg"));
+    assert!(svg.contains("flops_per_token"));
     let config = out.join("front/0/config.json");
     assert!(config.is_file(), "no exported front config");
     let value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(config).unwrap()).unwrap();
@@ -200,6 +224,7 @@ fn search_option_errors() {
         let result = alphanas().args(args).output().unwrap();
         assert!(!result.status.success(), "{args:?} succeeded");
         let stderr = String::from_utf8_lossy(&result.stderr);
-        assert!(stderr.starts_with("error:") && stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(stderr.starts_with("error:"), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
 }

@@ -215,8 +215,8 @@ fn repo_script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts").join(name)
 }
 
-/// A folder with stand-in `srun`, `sbatch` and `scancel` commands, and a PATH that finds them
-/// first.
+/// Creates stand-in `srun`, `sbatch` and `scancel` commands in `dir/bin` and returns a PATH
+/// that finds them first.
 fn fake_slurm(dir: &Path) -> String {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();

@@ -16,9 +16,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-/// Default number of real evaluations. With the `measure` evaluator on two CPU cores a
-/// candidate of the llama space takes a few seconds, so the default search ends within
-/// minutes.
+/// Default number of real evaluations, so that the default search ends within minutes.
+/// NOTE: sized from an estimate of a few seconds per measured llama-space candidate on two
+/// CPU cores, not from a timed release-build run.
 pub const DEFAULT_EVALS: usize = 40;
 
 #[derive(Debug, clap::Args)]
@@ -39,8 +39,8 @@ pub struct Args {
     #[arg(long, default_value = "mcts")]
     pub strategy: String,
 
-    /// How a candidate's true metrics are obtained: proxy, measure, table or command
-    /// (default: measure, or table with --space-table).
+    /// Evaluator of a candidate's true metrics: proxy, measure, table or command (default:
+    /// measure, or table with --space-table).
     #[arg(long)]
     pub evaluator: Option<String>,
 
@@ -111,6 +111,8 @@ pub struct Args {
     pub resume: Option<PathBuf>,
 
     /// Also write a Hugging Face config.json for every front architecture, to OUT/front/<i>/.
+    /// Architectures with per-layer shapes are skipped with a warning, because the Hugging Face
+    /// configs have one shape for all layers.
     #[arg(long)]
     pub export_front: bool,
 
@@ -160,6 +162,9 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
     };
     if args.eval_cmd.is_some() && kind != EvaluatorKind::Command {
         return Err(crate::Error::Invalid("--eval-cmd needs --evaluator command".into()));
+    }
+    if args.eval_cmd.is_none() && kind == EvaluatorKind::Command {
+        return Err(crate::Error::Invalid("--evaluator command needs --eval-cmd \"PROGRAM ARGS\"".into()));
     }
 
     let objectives = build_objectives(args, kind, quality)?;
@@ -239,7 +244,7 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
     Ok(())
 }
 
-/// The search space, and the table space itself when the candidates are table rows.
+/// Builds the search space, and also returns the table space when the candidates are table rows.
 fn build_space(args: &Args) -> crate::Result<(Arc<dyn SearchSpace>, Option<Arc<TableSpace>>)> {
     if let Some(path) = &args.space_table {
         let table = Arc::new(TableSpace::from_csv(path, &args.decisions)?);
@@ -249,8 +254,9 @@ fn build_space(args: &Args) -> crate::Result<(Arc<dyn SearchSpace>, Option<Arc<T
     Ok((Arc::new(space), None))
 }
 
-/// The objectives given, or the evaluator's defaults: for `measure`, decode latency, the
-/// quality estimate and peak memory; for `proxy`, FLOPs per token and the quality estimate.
+/// Parses the objectives given, or returns the evaluator's defaults. For `measure` these are
+/// decode latency, the quality estimate and peak memory. For `proxy` they are FLOPs per token
+/// and the quality estimate.
 fn build_objectives(args: &Args, kind: EvaluatorKind, quality: Quality) -> crate::Result<Vec<Objective>> {
     if !args.objectives.is_empty() {
         return args.objectives.iter().map(|text| Objective::parse(text)).collect();
@@ -267,7 +273,7 @@ fn build_objectives(args: &Args, kind: EvaluatorKind, quality: Quality) -> crate
     defaults.iter().map(|text| Objective::parse(text)).collect()
 }
 
-/// The constraints given plus the shorthands.
+/// Parses the constraints given and adds those of the shorthand options.
 fn build_constraints(args: &Args) -> crate::Result<Vec<Constraint>> {
     let mut texts = args.constraints.clone();
     let shorthands = [
@@ -333,7 +339,7 @@ fn build_evaluator(
     }
 }
 
-/// The forward-pass backend of the `measure` evaluator for `--backend`.
+/// Selects the forward-pass backend of the `measure` evaluator for `--backend`.
 fn select_backend(choice: BackendChoice) -> crate::Result<Box<dyn crate::eval::measure::ForwardBackend>> {
     match choice {
         BackendChoice::Cpu => Ok(Box::new(crate::eval::measure::CpuBackend::new())),
@@ -348,8 +354,8 @@ fn select_backend(choice: BackendChoice) -> crate::Result<Box<dyn crate::eval::m
     }
 }
 
-/// The stop flag that Ctrl-C sets. The handler is installed once per process; a second
-/// Ctrl-C exits at once with status 130.
+/// Returns the stop flag that Ctrl-C sets, cleared for this run. The handler is installed once
+/// per process, and a second Ctrl-C exits at once with status 130.
 fn install_stop_handler() -> Arc<AtomicBool> {
     static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
     let stop = STOP.get_or_init(|| {

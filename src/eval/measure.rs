@@ -18,7 +18,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Mutex;
 use std::time::Instant;
 
-/// Which forward pass to time.
+/// Forward pass to time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// All `seq` tokens of each sequence at once, filling the KV cache.
@@ -27,7 +27,7 @@ pub enum Mode {
     Decode,
 }
 
-/// What one timed forward pass returns.
+/// Timing and memory of one forward pass.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ForwardTiming {
     /// Median latency of the timed runs, in milliseconds.
@@ -272,7 +272,7 @@ impl ForwardBackend for CpuBackend {
                 cache = kv;
             }
             Mode::Decode => {
-                // The cache holds `seq` past positions, so the new token attends to seq + 1.
+                // The cache contains `seq` past positions, so the new token attends to seq + 1.
                 let tokens = random_tokens(batch, vocab_size, settings.seed);
                 let mut kv = model.new_cache(batch, seq + 1).map_err(|e| e.to_string())?;
                 kv.fill_random(seq, settings.seed).map_err(|e| e.to_string())?;
