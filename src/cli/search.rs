@@ -17,9 +17,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// Default number of real evaluations, so that the default search ends within minutes.
-/// NOTE: sized from an estimate of a few seconds per measured llama-space candidate on two
-/// CPU cores, not from a timed release-build run.
-pub const DEFAULT_EVALS: usize = 40;
+/// NOTE: sized from an estimate of about ten seconds per measured llama-space candidate on two
+/// idle CPU cores in a release build. That estimate was not timed; the largest candidates
+/// (0.95B parameters) take longer.
+pub const DEFAULT_EVALS: usize = 20;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -121,11 +122,11 @@ pub struct Args {
     pub measure_batch: u64,
 
     /// Prefill length, and KV-cache length of the decode step, of the measured passes.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 64)]
     pub measure_seq: u64,
 
     /// Timed runs per measured pass (the median is kept).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 2)]
     pub measure_runs: u32,
 }
 

@@ -77,10 +77,10 @@ pub struct MeasureSettings {
 }
 
 impl Default for MeasureSettings {
-    /// Batch 1, prefill of 128 tokens, decode against a cache of 128, one warm-up and three
-    /// timed runs: small enough that a default search on two CPU cores stays within minutes.
+    /// Batch 1, prefill of 64 tokens, decode against a cache of 64, one warm-up and two timed
+    /// runs, to keep a default search on a CPU short.
     fn default() -> Self {
-        MeasureSettings { batch: 1, prefill_seq: 128, decode_cache: 128, warmup: 1, runs: 3, seed: 0 }
+        MeasureSettings { batch: 1, prefill_seq: 64, decode_cache: 64, warmup: 1, runs: 2, seed: 0 }
     }
 }
 
@@ -349,7 +349,7 @@ mod tests {
         let arch = presets::llama_tiny();
         let outcome = eval.evaluate(0, &Candidate::Arch(arch.clone()));
         assert_eq!(outcome.status, Status::Ok, "{:?}", outcome.error);
-        assert_eq!(outcome.metrics["latency_prefill_ms"], 128.0);
+        assert_eq!(outcome.metrics["latency_prefill_ms"], MeasureSettings::default().prefill_seq as f64);
         assert_eq!(outcome.metrics["latency_decode_ms"], arch.n_layers as f64);
         assert_eq!(outcome.metrics["peak_memory_bytes"], 1000.0);
         assert_eq!(outcome.metrics["decoder_params"], arch.non_embedding_params() as f64);
@@ -361,9 +361,9 @@ mod tests {
     #[test]
     fn measure_clamps_to_context() {
         let eval = MeasureEvaluator::new(Box::new(FakeBackend::new()), MeasureSettings::default(), Quality::DecoderParams).unwrap();
-        let arch = Architecture { max_seq_len: 64, ..presets::llama_tiny() };
+        let arch = Architecture { max_seq_len: 32, ..presets::llama_tiny() };
         let outcome = eval.evaluate(0, &Candidate::Arch(arch));
-        assert_eq!(outcome.metrics["latency_prefill_ms"], 64.0);
+        assert_eq!(outcome.metrics["latency_prefill_ms"], 32.0);
     }
 
     #[test]
