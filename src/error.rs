@@ -14,6 +14,9 @@ pub enum Error {
     /// The GPU or CPU backend failed.
     #[error(transparent)]
     Device(#[from] crate::device::DeviceError),
+    /// A surrogate model, its data or its settings are invalid.
+    #[error(transparent)]
+    Surrogate(#[from] crate::surrogate::SurrogateError),
     /// A file could not be read or written.
     #[error("{context}: {source}")]
     Io {

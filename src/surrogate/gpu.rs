@@ -1,0 +1,389 @@
+//! GPU scoring: the whole ensemble in one compute dispatch per batch
+//! (`shaders/surrogate_mlp.wgsl`), with buffers and the pipeline reused across calls.
+
+use std::borrow::Cow;
+use std::sync::mpsc;
+
+use wgpu::util::DeviceExt;
+
+use super::ensemble::Ensemble;
+use super::scorer::{check_batch, Prediction, Scorer};
+use super::SurrogateError;
+
+const SHADER_SOURCE: &str = include_str!("../../shaders/surrogate_mlp.wgsl");
+
+/// Threads per workgroup; keep equal to `WORKGROUP_SIZE` in the shader.
+const WORKGROUP_SIZE: u32 = 64;
+
+/// Largest number of rows a workgroup scores. Fewer are used when workgroup memory is short.
+const MAX_TILE_ROWS: u32 = 16;
+
+/// WebGPU caps every grid dimension at 65,535 workgroups, so larger grids are folded into a
+/// second dimension (the shader rebuilds the tile index as wg.y × groups_x + wg.x).
+const MAX_GROUPS_PER_DIMENSION: u32 = 65_535;
+
+/// Upper bound on rows per dispatch, independent of device limits, so one call never
+/// allocates more than a few hundred MiB of staging memory.
+const MAX_ROWS_PER_DISPATCH: usize = 1 << 22;
+
+/// A wgpu device and queue for surrogate scoring.
+///
+/// NOTE: this is a private stand-in until `crate::device` offers adapter selection; it takes the
+/// first adapter wgpu offers, honouring `WGPU_BACKEND` and `WGPU_POWER_PREF`.
+#[derive(Debug, Clone)]
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub adapter_info: wgpu::AdapterInfo,
+}
+
+impl GpuContext {
+    /// Opens the default adapter with its own limits. Returns [`SurrogateError::NoGpu`] when
+    /// there is no adapter.
+    pub fn request() -> Result<GpuContext, SurrogateError> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let options = wgpu::RequestAdapterOptions { power_preference: wgpu::PowerPreference::from_env().unwrap_or(wgpu::PowerPreference::HighPerformance), ..Default::default() };
+        let adapter = pollster::block_on(instance.request_adapter(&options)).map_err(|e| SurrogateError::NoGpu(format!("no GPU adapter found ({e})")))?;
+        let adapter_info = adapter.get_info();
+        let descriptor = wgpu::DeviceDescriptor { label: Some("alphanas surrogate"), required_limits: adapter.limits(), ..Default::default() };
+        let (device, queue) = pollster::block_on(adapter.request_device(&descriptor)).map_err(|e| SurrogateError::Gpu(format!("cannot open {}: {e}", adapter_info.name)))?;
+        log::info!("surrogate GPU: {} ({:?})", adapter_info.name, adapter_info.backend);
+        Ok(GpuContext { device, queue, adapter_info })
+    }
+}
+
+/// Shader parameters; the layout matches `Params` in the shader (8 × u32, 32 bytes, a
+/// multiple of the 16-byte uniform alignment).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n_rows: u32,
+    n_features: u32,
+    n_targets: u32,
+    n_members: u32,
+    n_layers: u32,
+    member_stride: u32,
+    activation: u32,
+    groups_x: u32,
+}
+
+/// Buffers sized for a number of rows, regrown when a larger batch arrives.
+struct BatchBuffers {
+    rows: usize,
+    x: wgpu::Buffer,
+    out: wgpu::Buffer,
+    staging: wgpu::Buffer,
+    bind_group: wgpu::BindGroup,
+}
+
+/// Scores on the GPU: one compute dispatch per [`Scorer::score`] call while the batch fits
+/// the device's buffer limits, otherwise one per slice of the batch.
+pub struct GpuScorer {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+    params_buffer: wgpu::Buffer,
+    layers_buffer: wgpu::Buffer,
+    weights_buffer: wgpu::Buffer,
+    scales_buffer: wgpu::Buffer,
+    batch: Option<BatchBuffers>,
+    base_params: Params,
+    tile_rows: u32,
+    max_rows_per_dispatch: usize,
+    dispatches: u64,
+}
+
+impl std::fmt::Debug for GpuScorer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuScorer").field("tile_rows", &self.tile_rows).field("max_rows_per_dispatch", &self.max_rows_per_dispatch).field("dispatches", &self.dispatches).finish()
+    }
+}
+
+impl Ensemble {
+    /// Builds a GPU scorer for this ensemble on `ctx`: uploads the weights and compiles the
+    /// pipeline once.
+    pub fn gpu_scorer(&self, ctx: &GpuContext) -> crate::Result<GpuScorer> {
+        Ok(GpuScorer::new(self, ctx)?)
+    }
+}
+
+impl GpuScorer {
+    fn new(ensemble: &Ensemble, ctx: &GpuContext) -> Result<GpuScorer, SurrogateError> {
+        let device = ctx.device.clone();
+        let limits = device.limits();
+        let plan = ensemble.inference_plan();
+        let members = ensemble.members();
+        let n_targets = ensemble.n_targets() as u32;
+
+        // Pack the members' layers back to back; all members share one shape.
+        let mut layer_table = Vec::new();
+        let mut offset = 0u32;
+        let mut max_width = ensemble.n_features() as u32;
+        for layer in &members[0].layers {
+            let weight_at = offset;
+            let bias_at = weight_at + (layer.n_in * layer.n_out) as u32;
+            offset = bias_at + layer.n_out as u32;
+            layer_table.extend_from_slice(&[layer.n_in as u32, layer.n_out as u32, weight_at, bias_at]);
+            max_width = max_width.max(layer.n_in as u32).max(layer.n_out as u32);
+        }
+        let member_stride = offset;
+        let mut weights: Vec<f32> = Vec::with_capacity(member_stride as usize * members.len());
+        for member in members {
+            for layer in &member.layers {
+                weights.extend_from_slice(&layer.weight);
+                weights.extend_from_slice(&layer.bias);
+            }
+        }
+        let mut scales = Vec::new();
+        scales.extend_from_slice(&plan.feature_mean);
+        scales.extend_from_slice(&plan.feature_inv_std);
+        scales.extend_from_slice(&plan.target_mean);
+        scales.extend_from_slice(&plan.target_std);
+        scales.extend(plan.target_log.iter().map(|&log| if log { 1.0f32 } else { 0.0 }));
+
+        // Workgroup memory holds two activation buffers and every member's outputs per row.
+        let member_outputs = members.len() as u32 * n_targets;
+        let bytes_per_row = 4 * (2 * max_width + member_outputs);
+        let tile_rows = (limits.max_compute_workgroup_storage_size / bytes_per_row).min(MAX_TILE_ROWS);
+        if tile_rows == 0 {
+            return Err(SurrogateError::Gpu(format!(
+                "the ensemble needs {bytes_per_row} bytes of workgroup memory per row (widest layer {max_width}, {member_outputs} member outputs) but the device offers {}; use the CPU scorer or narrower layers",
+                limits.max_compute_workgroup_storage_size
+            )));
+        }
+        let weight_bytes = 4 * weights.len() as u64;
+        if weight_bytes > u64::from(limits.max_storage_buffer_binding_size) {
+            return Err(SurrogateError::Gpu(format!("the weights take {weight_bytes} bytes but a storage binding is limited to {} on this device; use the CPU scorer", limits.max_storage_buffer_binding_size)));
+        }
+
+        let source = specialise_shader(tile_rows, max_width, member_outputs);
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some("surrogate_mlp.wgsl"), source: wgpu::ShaderSource::Wgsl(Cow::Owned(source)) });
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("surrogate bindings"),
+            entries: &[
+                layout_entry(0, wgpu::BufferBindingType::Uniform),
+                layout_entry(1, wgpu::BufferBindingType::Storage { read_only: true }),
+                layout_entry(2, wgpu::BufferBindingType::Storage { read_only: true }),
+                layout_entry(3, wgpu::BufferBindingType::Storage { read_only: true }),
+                layout_entry(4, wgpu::BufferBindingType::Storage { read_only: true }),
+                layout_entry(5, wgpu::BufferBindingType::Storage { read_only: false }),
+            ],
+        });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor { label: Some("surrogate"), bind_group_layouts: &[Some(&layout)], immediate_size: 0 });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some("surrogate_mlp"),
+            layout: Some(&pipeline_layout),
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+
+        let storage = |label: &str, contents: &[u8]| device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents, usage: wgpu::BufferUsages::STORAGE });
+        let layers_buffer = storage("surrogate layers", bytemuck::cast_slice(&layer_table));
+        let weights_buffer = storage("surrogate weights", bytemuck::cast_slice(&weights));
+        let scales_buffer = storage("surrogate scales", bytemuck::cast_slice(&scales));
+        let params_buffer = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("surrogate params"),
+            size: std::mem::size_of::<Params>() as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+
+        // Rows per dispatch: input and output must each fit one storage binding and one buffer.
+        let binding_limit = u64::from(limits.max_storage_buffer_binding_size).min(limits.max_buffer_size);
+        let bytes_per_row_io = 4 * (ensemble.n_features() as u64).max(2 * u64::from(n_targets));
+        let max_rows_per_dispatch = ((binding_limit / bytes_per_row_io) as usize).min(MAX_ROWS_PER_DISPATCH);
+
+        let base_params = Params {
+            n_rows: 0,
+            n_features: ensemble.n_features() as u32,
+            n_targets,
+            n_members: members.len() as u32,
+            n_layers: members[0].layers.len() as u32,
+            member_stride,
+            activation: plan.activation.shader_code(),
+            groups_x: 0,
+        };
+        log::debug!("surrogate GPU scorer: {tile_rows} rows per workgroup, at most {max_rows_per_dispatch} rows per dispatch");
+        Ok(GpuScorer {
+            device,
+            queue: ctx.queue.clone(),
+            pipeline,
+            layout,
+            params_buffer,
+            layers_buffer,
+            weights_buffer,
+            scales_buffer,
+            batch: None,
+            base_params,
+            tile_rows,
+            max_rows_per_dispatch,
+            dispatches: 0,
+        })
+    }
+
+    /// Rows one dispatch can score on this device; larger batches are split.
+    pub fn max_rows_per_dispatch(&self) -> usize {
+        self.max_rows_per_dispatch
+    }
+
+    /// Makes sure the batch buffers hold at least `rows` rows, growing them to the next power
+    /// of two so a run of growing batches reallocates rarely.
+    fn ensure_capacity(&mut self, rows: usize) {
+        if self.batch.as_ref().is_some_and(|b| b.rows >= rows) {
+            return;
+        }
+        let rows = rows.next_power_of_two().min(self.max_rows_per_dispatch).max(rows);
+        let d = self.base_params.n_features as u64;
+        let t = self.base_params.n_targets as u64;
+        let out_bytes = 4 * 2 * t * rows as u64;
+        let x = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("surrogate x"),
+            size: 4 * d * rows as u64,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let out = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("surrogate out"),
+            size: out_bytes,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("surrogate staging"),
+            size: out_bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("surrogate"),
+            layout: &self.layout,
+            entries: &[
+                wgpu::BindGroupEntry { binding: 0, resource: self.params_buffer.as_entire_binding() },
+                wgpu::BindGroupEntry { binding: 1, resource: self.layers_buffer.as_entire_binding() },
+                wgpu::BindGroupEntry { binding: 2, resource: self.weights_buffer.as_entire_binding() },
+                wgpu::BindGroupEntry { binding: 3, resource: self.scales_buffer.as_entire_binding() },
+                wgpu::BindGroupEntry { binding: 4, resource: x.as_entire_binding() },
+                wgpu::BindGroupEntry { binding: 5, resource: out.as_entire_binding() },
+            ],
+        });
+        log::debug!("surrogate GPU buffers sized for {rows} rows");
+        self.batch = Some(BatchBuffers { rows, x, out, staging, bind_group });
+    }
+
+    /// Scores `n` rows (at most `max_rows_per_dispatch`) in one dispatch into `mean` and `std`.
+    fn dispatch(&mut self, x: &[f32], n: usize, mean: &mut [f32], std: &mut [f32]) -> Result<(), SurrogateError> {
+        self.ensure_capacity(n);
+        let batch = self.batch.as_ref().expect("ensure_capacity created the buffers");
+        let t = self.base_params.n_targets as usize;
+
+        let groups = (n as u64).div_ceil(u64::from(self.tile_rows));
+        let groups_x = groups.min(u64::from(MAX_GROUPS_PER_DIMENSION)) as u32;
+        let groups_y = groups.div_ceil(u64::from(groups_x)) as u32;
+        let params = Params { n_rows: n as u32, groups_x, ..self.base_params };
+        self.queue.write_buffer(&self.params_buffer, 0, bytemuck::bytes_of(&params));
+        self.queue.write_buffer(&batch.x, 0, bytemuck::cast_slice(x));
+
+        let out_bytes = (4 * 2 * t * n) as u64;
+        let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("surrogate score") });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("surrogate score"), timestamp_writes: None });
+            pass.set_pipeline(&self.pipeline);
+            pass.set_bind_group(0, &batch.bind_group, &[]);
+            pass.dispatch_workgroups(groups_x, groups_y, 1);
+        }
+        encoder.copy_buffer_to_buffer(&batch.out, 0, &batch.staging, 0, out_bytes);
+        let submission = self.queue.submit(Some(encoder.finish()));
+        self.dispatches += 1;
+
+        let slice = batch.staging.slice(..out_bytes);
+        let (sender, receiver) = mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |result| {
+            let _ = sender.send(result);
+        });
+        self.device
+            .poll(wgpu::PollType::Wait { submission_index: Some(submission), timeout: None })
+            .map_err(|e| SurrogateError::Gpu(format!("waiting for the surrogate dispatch failed: {e}")))?;
+        receiver
+            .recv()
+            .map_err(|_| SurrogateError::Gpu("the GPU read-back callback never ran".into()))?
+            .map_err(|e| SurrogateError::Gpu(format!("cannot map the surrogate output for reading: {e}")))?;
+        {
+            let view = slice.get_mapped_range().map_err(|e| SurrogateError::Gpu(format!("cannot read the surrogate output: {e}")))?;
+            let values: &[f32] = bytemuck::cast_slice(&view);
+            mean.copy_from_slice(&values[..n * t]);
+            std.copy_from_slice(&values[n * t..2 * n * t]);
+        }
+        batch.staging.unmap();
+        Ok(())
+    }
+}
+
+impl Scorer for GpuScorer {
+    fn score(&mut self, x: &[f32], n: usize) -> crate::Result<Prediction> {
+        let d = self.base_params.n_features as usize;
+        let t = self.base_params.n_targets as usize;
+        check_batch(x, n, d)?;
+        let mut prediction = Prediction { n, n_targets: t, mean: vec![0.0; n * t], std: vec![0.0; n * t] };
+        let step = self.max_rows_per_dispatch;
+        let mut start = 0;
+        while start < n {
+            let rows = step.min(n - start);
+            let (mean, std) = (&mut prediction.mean[start * t..(start + rows) * t], &mut prediction.std[start * t..(start + rows) * t]);
+            self.dispatch(&x[start * d..(start + rows) * d], rows, mean, std)?;
+            start += rows;
+        }
+        Ok(prediction)
+    }
+
+    fn dispatches(&self) -> u64 {
+        self.dispatches
+    }
+}
+
+fn layout_entry(binding: u32, ty: wgpu::BufferBindingType) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer { ty, has_dynamic_offset: false, min_binding_size: None },
+        count: None,
+    }
+}
+
+/// Replaces the shader's size constants with this ensemble's values.
+fn specialise_shader(tile_rows: u32, max_width: u32, member_outputs: u32) -> String {
+    let mut text = String::with_capacity(SHADER_SOURCE.len());
+    for line in SHADER_SOURCE.lines() {
+        let replaced = if line.starts_with("const TILE_ROWS: u32") {
+            format!("const TILE_ROWS: u32 = {tile_rows}u;")
+        } else if line.starts_with("const MAX_WIDTH: u32") {
+            format!("const MAX_WIDTH: u32 = {max_width}u;")
+        } else if line.starts_with("const MEMBER_OUTPUTS: u32") {
+            format!("const MEMBER_OUTPUTS: u32 = {member_outputs}u;")
+        } else if line.starts_with("const WORKGROUP_SIZE: u32") {
+            format!("const WORKGROUP_SIZE: u32 = {WORKGROUP_SIZE}u;")
+        } else {
+            line.to_string()
+        };
+        text.push_str(&replaced);
+        text.push('\n');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shader_parses_and_validates_after_specialising() {
+        let source = specialise_shader(7, 33, 10);
+        assert!(source.contains("const TILE_ROWS: u32 = 7u;"));
+        assert!(source.contains("const MAX_WIDTH: u32 = 33u;"));
+        assert!(source.contains("const MEMBER_OUTPUTS: u32 = 10u;"));
+        let module = naga::front::wgsl::parse_str(&source).expect("the shader parses");
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty()).validate(&module).expect("the shader validates");
+    }
+}
