@@ -13,6 +13,7 @@
 //! - [`cost`]: hardware cost tables, latency prediction and calibration.
 //! - [`search`]: MCTS, baselines, Pareto fronts, the search driver and its journal.
 //! - [`eval`]: evaluators of a candidate's true metrics.
+//! - [`export`]: Hugging Face `config.json` export.
 
 pub mod arch;
 pub mod cli;
@@ -20,6 +21,7 @@ pub mod cost;
 pub mod device;
 pub mod error;
 pub mod eval;
+pub mod export;
 pub mod kernels;
 pub mod model;
 pub mod search;

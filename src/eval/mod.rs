@@ -5,6 +5,11 @@
 //! implementations must be `Send + Sync` and must never panic on a bad candidate: every
 //! failure becomes an [`EvalOutcome`] with a non-ok status and an error message.
 
+pub mod argv;
+pub mod command;
+pub mod measure;
+pub mod proxy;
+
 use crate::space::Candidate;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -16,6 +16,7 @@ mod model;
 mod objective;
 mod outputs;
 pub mod pareto;
+pub mod plot;
 mod problem;
 pub mod table_eval;
 mod tree_search;

@@ -1,0 +1,230 @@
+//! `alphanas search` end to end on tiny budgets: outputs, front export, kill -9 and
+//! `--resume`, a corrupted journal, and Ctrl-C.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn alphanas() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_alphanas"));
+    command.env("ALPHANAS_BACKEND", "cpu").env_remove("RUST_LOG");
+    command
+}
+
+/// Writes an evaluator script that sleeps `delay` seconds, then reports `cost` = d_model × n_layers
+/// and `size` = d_model from the architecture on stdin.
+fn slow_eval_script(dir: &Path, delay: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("eval.sh");
+    let body = format!(
+        r#"#!/bin/sh
+arch=$(cat)
+sleep {delay}
+d=$(echo "$arch" | sed 's/.*"d_model":\([0-9]*\).*/\1/')
+l=$(echo "$arch" | sed 's/.*"n_layers":\([0-9]*\).*/\1/')
+echo "{{\"cost\": $((d * l)), \"size\": $d}}"
+"#
+    );
+    std::fs::write(&path, body).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn command_search_args(script: &Path, evals: usize) -> Vec<String> {
+    vec![
+        "search".into(),
+        "--evaluator".into(),
+        "command".into(),
+        "--eval-cmd".into(),
+        script.display().to_string(),
+        "--objective".into(),
+        "min:cost".into(),
+        "--objective".into(),
+        "max:size".into(),
+        "--evals".into(),
+        evals.to_string(),
+        "--seed".into(),
+        "3".into(),
+        "-q".into(),
+    ]
+}
+
+fn history_lines(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("history.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits until `dir/history.jsonl` has at least `n` complete lines, or panics after `limit`.
+fn wait_for_lines(child: &mut Child, dir: &Path, n: usize, limit: Duration) {
+    let start = Instant::now();
+    while history_lines(dir).len() < n {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("search exited early with {status}");
+        }
+        assert!(start.elapsed() < limit, "no {n} results within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A space without per-layer decisions, so that every front architecture can be exported.
+const UNIFORM_SPACE: &str = r#"
+name = "uniform"
+[fixed]
+vocab_size = 1000
+max_seq_len = 256
+ffn = "swiglu"
+norm = "rmsnorm"
+pos = "rope"
+bias = false
+tie_embeddings = false
+[decisions]
+n_layers = [2, 4, 6]
+d_model = [64, 128, 192]
+n_heads = [2, 4]
+n_kv_heads = [1, 2]
+mlp_ratio = [2, 3]
+"#;
+
+#[test]
+fn search_proxy_writes_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let space = dir.path().join("uniform.toml");
+    std::fs::write(&space, UNIFORM_SPACE).unwrap();
+    let out = dir.path().join("run");
+    let result = alphanas()
+        .args(["search", "--evaluator", "proxy", "--evals", "12", "--seed", "1", "--export-front", "--space"])
+        .arg(&space)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(result.status.success(), "stderr: {}", String::from_utf8_lossy(&result.stderr));
+    assert!(stdout.contains("Pareto front"), "{stdout}");
+
+    assert_eq!(history_lines(&out).len(), 12);
+    for file in ["front.csv", "front.json", "summary.json", "pareto.svg"] {
+        assert!(out.join(file).is_file(), "{file} missing");
+    }
+    let svg = std::fs::read_to_string(out.join("pareto.svg")).unwrap();
+    assert!(svg.contains("<svg"));
+    assert!(svg.contains("flops_per_token"));
+    let config = out.join("front/0/config.json");
+    assert!(config.is_file(), "no exported front config");
+    let value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(config).unwrap()).unwrap();
+    assert!(value["model_type"] == "llama" || value["model_type"] == "gpt2");
+}
+
+#[test]
+fn search_json_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let result = alphanas()
+        .args(["search", "--evaluator", "proxy", "--quality", "scaling-law", "--train-tokens", "2e10", "--evals", "6", "--json", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(result.status.success(), "stderr: {}", String::from_utf8_lossy(&result.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
+    assert_eq!(summary["evaluations"], 6);
+    assert!(summary["front"].as_array().unwrap().iter().all(|p| p["objectives"]["loss"].is_number()));
+}
+
+#[test]
+fn search_kill9_then_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = slow_eval_script(dir.path(), "0.2");
+    let out = dir.path().join("run");
+    let mut args = command_search_args(&script, 16);
+    args.extend(["--out".into(), out.display().to_string()]);
+
+    let mut child = alphanas().args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    wait_for_lines(&mut child, &out, 5, Duration::from_secs(120));
+    // SAFETY: SIGKILL to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    let before = history_lines(&out);
+    assert!(before.len() < 16, "the run finished before it was killed");
+
+    let mut resume_args = command_search_args(&script, 16);
+    resume_args.extend(["--resume".into(), out.display().to_string()]);
+    let result = alphanas().args(&resume_args).output().unwrap();
+    assert!(result.status.success(), "resume failed: {}", String::from_utf8_lossy(&result.stderr));
+
+    let after = history_lines(&out);
+    assert_eq!(after.len(), 16);
+    // Complete lines written before the kill are kept as they were.
+    let kept = before.iter().filter(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()).count();
+    assert_eq!(&after[..kept], &before[..kept]);
+    let mut archs = std::collections::HashSet::new();
+    for (i, line) in after.iter().enumerate() {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(value["eval"], i, "eval numbers must run 0..16 in order");
+        assert!(archs.insert(value["arch"].to_string()), "candidate at eval {i} was evaluated twice");
+    }
+}
+
+#[test]
+fn search_corrupted_history_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let first = alphanas().args(["search", "--evaluator", "proxy", "--evals", "5", "-q", "--out"]).arg(&out).output().unwrap();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+
+    let mut lines = history_lines(&out);
+    lines[2] = "{\"eval\": 2, \"source\": garbage".into();
+    std::fs::write(out.join("history.jsonl"), lines.join("\n") + "\n").unwrap();
+
+    let resumed = alphanas().args(["search", "--evaluator", "proxy", "--evals", "8", "-q", "--resume"]).arg(&out).output().unwrap();
+    assert!(!resumed.status.success());
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(stderr.starts_with("error:"), "{stderr}");
+    assert!(stderr.contains("line 3"), "the error must name the line: {stderr}");
+}
+
+#[test]
+fn search_sigint_writes_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = slow_eval_script(dir.path(), "0.3");
+    let out = dir.path().join("run");
+    let mut args = command_search_args(&script, 200);
+    args.extend(["--out".into(), out.display().to_string()]);
+
+    let mut child = alphanas().args(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    wait_for_lines(&mut child, &out, 3, Duration::from_secs(120));
+    // SAFETY: SIGINT to our own child, as Ctrl-C sends it.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let start = Instant::now();
+    let output = child.wait_with_output().unwrap();
+    assert!(start.elapsed() < Duration::from_secs(60));
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    let lines = history_lines(&out);
+    assert!(lines.len() < 200);
+    for file in ["front.csv", "front.json", "summary.json", "pareto.svg"] {
+        assert!(out.join(file).is_file(), "{file} missing after Ctrl-C");
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--resume"), "{stderr}");
+}
+
+#[test]
+fn search_option_errors() {
+    let cases: [(&[&str], &str); 4] = [
+        (&["search", "--evaluator", "command"], "--eval-cmd"),
+        (&["search", "--quality", "scaling-law"], "--train-tokens"),
+        (&["search", "--evaluator", "magic"], "magic"),
+        (&["search", "--evaluator", "command", "--eval-cmd", "true"], "--objective"),
+    ];
+    for (args, expected) in cases {
+        let result = alphanas().args(args).output().unwrap();
+        assert!(!result.status.success(), "{args:?} succeeded");
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert!(stderr.starts_with("error:"), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
