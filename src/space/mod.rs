@@ -78,3 +78,11 @@ pub trait SearchSpace: Send + Sync {
     /// Fixed-length numeric features of a complete candidate for the surrogate.
     fn features(&self, choices: &[u32]) -> Vec<f32>;
 }
+
+mod arch_space;
+pub mod builtin;
+pub mod spec;
+
+pub use arch_space::Space;
+pub use builtin::{hwgpt_s_architecture, BUILTIN_NAMES};
+pub use spec::{Constraint, ConstraintTarget, DecisionSpec, Field, SpaceSpec, Value};
