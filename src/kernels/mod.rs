@@ -13,3 +13,6 @@ pub mod matmul;
 pub mod norm;
 pub mod rope;
 pub mod softmax;
+
+#[doc(hidden)]
+pub mod test_util;
