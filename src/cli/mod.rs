@@ -3,6 +3,7 @@
 
 pub mod arch;
 pub mod bench;
+pub mod bench_model;
 pub mod devices;
 pub mod export;
 pub mod predict;

@@ -1,0 +1,97 @@
+//! `alphanas bench model`: times a whole decoder forward pass (prefill or decode) with
+//! random weights.
+
+use std::path::PathBuf;
+
+use super::{BackendChoice, Global};
+use crate::model::{bench_cpu, ModelBenchResult, Mode};
+use crate::{Error, Result};
+
+/// Element type of weights and activations in `bench model`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModelDtype {
+    F32,
+    F16,
+}
+
+/// Options of `alphanas bench model`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ModelArgs {
+    /// Architecture JSON file (`-` reads standard input).
+    #[arg(long)]
+    pub arch: PathBuf,
+
+    /// Prefill runs `batch` sequences of `seq` tokens; decode runs one new token per sequence
+    /// against a KV cache, attending to `seq` positions including the new one.
+    #[arg(long, value_enum)]
+    pub mode: Mode,
+
+    /// Number of sequences.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+
+    /// Tokens per sequence (prefill) or positions attended (decode).
+    #[arg(long, default_value_t = 128)]
+    pub seq: usize,
+
+    /// Element type of weights and activations.
+    #[arg(long, value_enum, default_value_t = ModelDtype::F32)]
+    pub dtype: ModelDtype,
+
+    /// Timed runs (at least 10).
+    #[arg(long, default_value_t = 10)]
+    pub runs: usize,
+
+    /// Untimed warm-up runs before the timed ones (at least 3).
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+
+    /// Seed of the random weights, tokens and KV cache.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// Runs `bench model` and prints the result as a table or, with `--json`, one JSON object.
+pub fn run(args: &ModelArgs, global: &Global) -> Result<()> {
+    let arch = super::arch::read_arch(&args.arch)?;
+    match global.backend {
+        BackendChoice::Gpu => {
+            return Err(Error::Invalid(
+                "the GPU forward pass is not available in this build yet; use --backend cpu".into(),
+            ));
+        }
+        BackendChoice::Auto => {
+            log::warn!("the GPU forward pass is not available in this build yet, so the model runs on the CPU");
+        }
+        BackendChoice::Cpu => {}
+    }
+    if args.dtype == ModelDtype::F16 {
+        return Err(Error::Invalid(
+            "--dtype f16 is not supported on the CPU backend, which computes in f32; use --dtype f32".into(),
+        ));
+    }
+
+    let result = bench_cpu(&arch, args.mode, args.batch, args.seq, args.warmup, args.runs, args.seed)?;
+    if global.json {
+        return super::print_json(&result);
+    }
+    print_table(&arch.summary(), &result);
+    Ok(())
+}
+
+fn print_table(summary: &str, r: &ModelBenchResult) {
+    let ms = |ns: f64| ns / 1e6;
+    println!("architecture   {summary}");
+    println!("mode           {} (batch {}, seq {})", r.mode.name(), r.batch, r.seq);
+    println!("backend        {} ({})", r.backend, r.dtype);
+    println!("median         {:.0} ns ({:.3} ms)", r.median_ns, ms(r.median_ns));
+    println!("p10            {:.0} ns ({:.3} ms)", r.p10_ns, ms(r.p10_ns));
+    println!("p90            {:.0} ns ({:.3} ms)", r.p90_ns, ms(r.p90_ns));
+    println!("runs           {}", r.runs);
+    println!("tokens/s       {:.1}", r.tokens_per_s);
+    println!(
+        "peak memory    {} bytes ({:.1} MiB: weights, KV cache, activations and logits)",
+        super::arch::group(r.peak_memory_bytes),
+        r.peak_memory_bytes as f64 / (1u64 << 20) as f64
+    );
+}
