@@ -11,12 +11,14 @@
 //!   extrapolation.
 //! - [`calibrate`]: the per-mode linear correction fitted to measured models.
 //! - [`profile`]: which shapes to profile for a set of architectures, and the profiling loop.
-//! - [`timer`]: the [`OpTimer`] trait that times one op on a device.
+//! - [`timer`]: the [`OpTimer`] trait that times one op on a device, and [`cpu_timer`], its CPU
+//!   implementation.
 //!
 //! Prediction never opens a device: a table carries everything it needs, so a table profiled on
 //! one machine predicts on any other.
 
 pub mod calibrate;
+pub mod cpu_timer;
 pub mod ops;
 pub mod predict;
 pub mod profile;

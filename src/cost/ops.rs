@@ -9,7 +9,8 @@ use crate::arch::{Architecture, Dtype, Ffn, Norm, Pos};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// Forward-pass mode.
+/// Forward-pass mode. It mirrors [`crate::model::Mode`] and adds the ordering that table keys
+/// need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
@@ -32,6 +33,15 @@ impl Mode {
 
     pub fn parse(text: &str) -> Option<Mode> {
         Mode::ALL.into_iter().find(|m| m.name() == text)
+    }
+}
+
+impl From<Mode> for crate::model::Mode {
+    fn from(mode: Mode) -> Self {
+        match mode {
+            Mode::Prefill => crate::model::Mode::Prefill,
+            Mode::Decode => crate::model::Mode::Decode,
+        }
     }
 }
 

@@ -134,18 +134,19 @@ impl KindModel {
 /// the best of the unconstrained fits over the seven non-empty coefficient subsets that come out
 /// non-negative.
 fn fit_nonnegative_relative(features: &[[f64; 3]], times: &[f64]) -> [f64; 3] {
-    // Columns are scaled to a maximum of 1 so the normal equations stay well conditioned
-    // although FLOPs and the constant differ by ten orders of magnitude.
+    // Each row is divided by its target time (the relative error), and then each column is
+    // scaled to a maximum of 1, so the normal equations stay well conditioned although FLOPs
+    // and the constant differ by ten orders of magnitude.
+    let weighted: Vec<[f64; 3]> = features.iter().zip(times).map(|(row, &t)| row.map(|x| x / t)).collect();
     let mut scale = [0.0f64; 3];
-    for row in features {
+    for row in &weighted {
         for j in 0..3 {
             scale[j] = scale[j].max(row[j].abs());
         }
     }
-    let rows: Vec<[f64; 3]> = features
+    let rows: Vec<[f64; 3]> = weighted
         .iter()
-        .zip(times)
-        .map(|(row, &t)| std::array::from_fn(|j| if scale[j] > 0.0 { row[j] / scale[j] / t } else { 0.0 }))
+        .map(|row| std::array::from_fn(|j| if scale[j] > 0.0 { row[j] / scale[j] } else { 0.0 }))
         .collect();
 
     let mut best: Option<(f64, [f64; 3])> = None;
@@ -191,9 +192,10 @@ fn least_squares_ones(rows: &[[f64; 3]], columns: &[usize]) -> Option<Vec<f64>> 
             a[i][n] += r[ci];
         }
     }
+    let largest = (0..n).map(|i| a[i][i].abs()).fold(0.0, f64::max);
     for col in 0..n {
         let pivot = (col..n).max_by(|&x, &y| a[x][col].abs().total_cmp(&a[y][col].abs()))?;
-        if a[pivot][col].abs() < 1e-12 {
+        if a[pivot][col].abs() < 1e-12 * largest {
             return None;
         }
         a.swap(col, pivot);
