@@ -1,17 +1,406 @@
 //! `alphanas predict` and `alphanas validate-cost`.
 
 use super::Global;
+use crate::arch::{Architecture, Dtype};
+use crate::cost::predict::Predictor;
+use crate::cost::{CostTable, LinearFit, Mode, Prediction};
+use crate::Error;
+use serde::Serialize;
+use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Cost table written by `alphanas profile`.
+    #[arg(long)]
+    pub table: PathBuf,
 
-#[derive(Debug, clap::Args)]
-pub struct ValidateArgs {}
+    /// Architecture JSON file.
+    #[arg(long)]
+    pub arch: PathBuf,
 
-pub fn run(_args: &Args, _global: &Global) -> crate::Result<()> {
-    Err(super::not_built("predict"))
+    /// Forward-pass mode [default: every mode the table was profiled for].
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+
+    /// Sequences per forward pass [default: the table's].
+    #[arg(long)]
+    pub batch: Option<u64>,
+
+    /// Prompt length (prefill) or positions attended (decode) [default: the table's].
+    #[arg(long)]
+    pub seq: Option<u64>,
+
+    /// Required dtype of the table (f32 or f16); a table of another dtype is an error.
+    #[arg(long)]
+    pub dtype: Option<String>,
+
+    /// Also list every op with its predicted latency.
+    #[arg(long)]
+    pub ops: bool,
 }
 
-pub fn run_validate(_args: &ValidateArgs, _global: &Global) -> crate::Result<()> {
-    Err(super::not_built("validate-cost"))
+#[derive(Serialize)]
+struct PredictOutput<'a> {
+    table: String,
+    arch: String,
+    device: &'a str,
+    dtype: Dtype,
+    calibrated: bool,
+    predictions: Vec<Prediction>,
+}
+
+pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
+    let table = CostTable::load(&args.table)?;
+    if let Some(text) = &args.dtype {
+        let dtype = Dtype::parse(text).ok_or_else(|| Error::Invalid(format!("--dtype ({text}) must be f32 or f16")))?;
+        table.require_dtype(dtype)?;
+    }
+    let arch = Architecture::from_file(&args.arch)?;
+    let batch = args.batch.unwrap_or(table.settings.batch);
+    let seq = args.seq.unwrap_or(table.settings.seq);
+    let modes = match args.mode {
+        Some(mode) => vec![mode],
+        None => table.settings.modes.clone(),
+    };
+
+    let predictor = Predictor::new(&table);
+    let mut predictions = Vec::new();
+    for mode in modes {
+        let mut prediction = predictor.predict(&arch, mode, batch, seq)?;
+        if !args.ops && !global.json {
+            prediction.ops.clear();
+        }
+        predictions.push(prediction);
+    }
+
+    if global.json {
+        if !args.ops {
+            predictions.iter_mut().for_each(|p| p.ops.clear());
+        }
+        return super::print_json(&PredictOutput {
+            table: args.table.display().to_string(),
+            arch: arch.summary(),
+            device: &table.device.name,
+            dtype: table.dtype,
+            calibrated: table.calibration.is_some(),
+            predictions,
+        });
+    }
+
+    println!("{} on {} ({}, {}), batch {batch}, seq {seq}", arch.summary(), table.device.name, table.device.backend, table.dtype);
+    for p in &predictions {
+        print_prediction(p, args.ops);
+    }
+    Ok(())
+}
+
+fn print_prediction(p: &Prediction, with_ops: bool) {
+    match p.calibrated_ms {
+        Some(calibrated) => println!("\n{}: {:.3} ms calibrated ({:.3} ms raw sum of ops)", p.mode, calibrated, p.raw_ms),
+        None => println!("\n{}: {:.3} ms (raw sum of ops; the table has no calibration for {})", p.mode, p.raw_ms, p.mode),
+    }
+    println!(
+        "  ops: {} exact, {} interpolated, {} extrapolated",
+        p.exact_ops, p.interpolated_ops, p.extrapolated_ops
+    );
+    if !p.extrapolated.is_empty() {
+        println!("  extrapolated (far outside the table, error unknown): {}", p.extrapolated.join(", "));
+    }
+
+    println!("  by op kind (raw):");
+    let mut kinds: Vec<(&String, &f64)> = p.by_kind.iter().collect();
+    kinds.sort_by(|a, b| b.1.total_cmp(a.1));
+    for (kind, ms) in kinds {
+        println!("    {kind:<18} {ms:>10.3} ms {:>6.1}%", 100.0 * ms / p.raw_ms);
+    }
+
+    println!("  by layer (raw):");
+    for (i, ms) in p.by_layer.iter().enumerate() {
+        println!("    layer {i:<12} {ms:>10.3} ms {:>6.1}%", 100.0 * ms / p.raw_ms);
+    }
+    println!("    {:<18} {:>10.3} ms {:>6.1}%", "outside layers", p.outside_layers_ms, 100.0 * p.outside_layers_ms / p.raw_ms);
+    if p.overhead_ms > 0.0 {
+        println!("  of which dispatch overhead: {:.3} ms", p.overhead_ms);
+    }
+
+    if with_ops {
+        println!("  ops:");
+        for op in &p.ops {
+            let layer = op.layer.map_or_else(|| "-".to_string(), |l| l.to_string());
+            println!("    {layer:>3} {:<14} {:<60} {:>12.0} ns  {:?}", op.role, op.op, op.ns, op.source);
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ValidateArgs {
+    /// Cost table written by `alphanas profile`.
+    #[arg(long)]
+    pub table: PathBuf,
+
+    /// Space to draw architectures from [default: the space the table was profiled for].
+    #[arg(long)]
+    pub space: Option<String>,
+
+    /// Architectures measured to score the predictions (not used for calibration).
+    #[arg(long, default_value_t = 50)]
+    pub n: usize,
+
+    /// Seed of the architecture draw and of the random weights.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// Other measured architectures used to fit the calibration (at most 20).
+    #[arg(long, default_value_t = 20)]
+    pub calibrate: usize,
+
+    /// Mode to validate [default: every mode the table was profiled for].
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+
+    /// Draw only architectures with at most this many parameters (rejection sampling), to keep
+    /// measurement time short.
+    #[arg(long)]
+    pub max_params: Option<u64>,
+
+    /// Untimed forward passes before timing each model (the CPU benchmark runs at least 3).
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+
+    /// Timed forward passes per model (the CPU benchmark runs at least 10).
+    #[arg(long, default_value_t = 10)]
+    pub runs: usize,
+
+    /// Store the fitted calibration and its measurements in the table.
+    #[arg(long)]
+    pub save: bool,
+}
+
+/// Accuracy of predictions against measurements.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Scores {
+    /// Mean absolute percentage error, as a fraction.
+    pub mape: f64,
+    /// Share of predictions within ±10% of the measurement.
+    pub within_10pct: f64,
+    pub kendall_tau: f64,
+}
+
+impl Scores {
+    fn of(predicted: &[f64], measured: &[f64]) -> Scores {
+        Scores {
+            mape: crate::stats::mape(predicted, measured),
+            within_10pct: crate::stats::within(predicted, measured, 0.10),
+            kendall_tau: crate::stats::kendall_tau(predicted, measured),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct ModelRow {
+    arch: Architecture,
+    summary: String,
+    params: u64,
+    mode: Mode,
+    role: &'static str,
+    measured_ms: f64,
+    raw_ms: f64,
+    calibrated_ms: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct ModeReport {
+    before: Scores,
+    after: Scores,
+    fit: Option<LinearFit>,
+}
+
+#[derive(Debug, Serialize)]
+struct ValidateOutput {
+    n: usize,
+    calibration_models: usize,
+    batch: u64,
+    seq: u64,
+    /// Scores over all validated modes together.
+    before: Scores,
+    after: Scores,
+    modes: std::collections::BTreeMap<Mode, ModeReport>,
+    measure_s: f64,
+    models: Vec<ModelRow>,
+}
+
+pub fn run_validate(args: &ValidateArgs, global: &Global) -> crate::Result<()> {
+    let mut table = CostTable::load(&args.table)?;
+    if args.calibrate > 20 {
+        return Err(Error::Invalid(format!("--calibrate ({}) must be at most 20", args.calibrate)));
+    }
+    if args.n < 2 {
+        return Err(Error::Invalid(format!("--n ({}) must be at least 2 to rank models", args.n)));
+    }
+    check_backend(&table, global)?;
+    let space = args.space.clone().unwrap_or_else(|| table.settings.space.clone());
+    let modes = match args.mode {
+        Some(mode) => vec![mode],
+        None => table.settings.modes.clone(),
+    };
+    let (batch, seq) = (table.settings.batch, table.settings.seq);
+
+    let archs = draw_distinct(&space, args.calibrate + args.n, args.seed, args.max_params)?;
+    let (fit_archs, test_archs) = archs.split_at(args.calibrate);
+    log::info!("validating {} on {} architectures of {space}, calibrating on {} others", args.table.display(), test_archs.len(), fit_archs.len());
+
+    let start = std::time::Instant::now();
+    let bar = if global.json || global.quiet > 0 {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new((archs.len() * modes.len()) as u64)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("measuring [{bar:30}] {pos}/{len} models, ETA {eta} {msg}")
+            .expect("the progress template is valid")
+            .progress_chars("=> "),
+    );
+
+    let mut rows = Vec::new();
+    let mut reports = std::collections::BTreeMap::new();
+    for &mode in &modes {
+        let predictor = Predictor::new(&table);
+        let measure = |arch: &Architecture, role: &'static str| -> crate::Result<ModelRow> {
+            bar.set_message(format!("{mode} {}", arch.summary()));
+            let raw_ms = predictor.predict(arch, mode, batch, seq)?.raw_ms;
+            let measured = crate::model::bench_cpu(arch, mode.into(), batch as usize, seq as usize, args.warmup, args.runs, args.seed)?;
+            bar.inc(1);
+            Ok(ModelRow {
+                arch: arch.clone(),
+                summary: arch.summary(),
+                params: arch.params(),
+                mode,
+                role,
+                measured_ms: measured.latency_ms,
+                raw_ms,
+                calibrated_ms: raw_ms,
+            })
+        };
+        let fit_rows = fit_archs.iter().map(|a| measure(a, "calibration")).collect::<crate::Result<Vec<_>>>()?;
+        let mut test_rows = test_archs.iter().map(|a| measure(a, "test")).collect::<crate::Result<Vec<_>>>()?;
+
+        let fit = LinearFit::fit(
+            &fit_rows.iter().map(|r| r.raw_ms).collect::<Vec<_>>(),
+            &fit_rows.iter().map(|r| r.measured_ms).collect::<Vec<_>>(),
+        );
+        if let Some(fit) = &fit {
+            test_rows.iter_mut().for_each(|r| r.calibrated_ms = fit.apply(r.raw_ms));
+        }
+        let measured: Vec<f64> = test_rows.iter().map(|r| r.measured_ms).collect();
+        let before = Scores::of(&test_rows.iter().map(|r| r.raw_ms).collect::<Vec<_>>(), &measured);
+        let after = Scores::of(&test_rows.iter().map(|r| r.calibrated_ms).collect::<Vec<_>>(), &measured);
+        reports.insert(mode, ModeReport { before, after, fit });
+
+        if args.save {
+            for r in &fit_rows {
+                table.add_measurement_at(&r.arch, mode, batch, seq, r.measured_ms)?;
+            }
+        }
+        rows.extend(fit_rows);
+        rows.extend(test_rows);
+    }
+    bar.finish_and_clear();
+
+    let tests: Vec<&ModelRow> = rows.iter().filter(|r| r.role == "test").collect();
+    let measured: Vec<f64> = tests.iter().map(|r| r.measured_ms).collect();
+    let output = ValidateOutput {
+        n: test_archs.len(),
+        calibration_models: fit_archs.len(),
+        batch,
+        seq,
+        before: Scores::of(&tests.iter().map(|r| r.raw_ms).collect::<Vec<_>>(), &measured),
+        after: Scores::of(&tests.iter().map(|r| r.calibrated_ms).collect::<Vec<_>>(), &measured),
+        modes: reports,
+        measure_s: start.elapsed().as_secs_f64(),
+        models: rows,
+    };
+
+    if args.save && args.calibrate > 0 {
+        table.recalibrate()?;
+        table.save(&args.table)?;
+        log::info!("stored the calibration in {}", args.table.display());
+    }
+
+    if global.json {
+        return super::print_json(&output);
+    }
+    print_validation(&output, &args.table, &table);
+    Ok(())
+}
+
+fn print_validation(output: &ValidateOutput, path: &std::path::Path, table: &CostTable) {
+    println!(
+        "{} on {} ({}): {} test models, calibration on {} others, batch {}, seq {}, measured in {:.0} s",
+        path.display(),
+        table.device.name,
+        table.device.backend,
+        output.n,
+        output.calibration_models,
+        output.batch,
+        output.seq,
+        output.measure_s
+    );
+    println!("{:<8} {:<7} {:>8} {:>12} {:>12}", "mode", "", "MAPE", "within ±10%", "Kendall τ");
+    for (mode, report) in &output.modes {
+        for (label, s) in [("before", report.before), ("after", report.after)] {
+            println!("{:<8} {:<7} {:>7.1}% {:>11.1}% {:>12.3}", mode.name(), label, 100.0 * s.mape, 100.0 * s.within_10pct, s.kendall_tau);
+        }
+        if let Some(fit) = &report.fit {
+            println!("         fit: measured ≈ {:.4}·predicted + {:.4} ms on {} models", fit.a, fit.b, fit.n_models);
+        }
+    }
+}
+
+/// Fails unless this build can measure models on the table's device.
+fn check_backend(table: &CostTable, global: &Global) -> crate::Result<()> {
+    if table.device.backend != "cpu" {
+        return Err(Error::Invalid(format!(
+            "{} was profiled on the GPU {} ({}); this build measures whole models on the CPU only, so validate a CPU table",
+            table.path(),
+            table.device.name,
+            table.device.backend
+        )));
+    }
+    if global.backend == crate::device::BackendChoice::Gpu {
+        return Err(Error::Invalid(format!("{} is a CPU table but --backend gpu was given; use --backend cpu or auto", table.path())));
+    }
+    table.require_dtype(Dtype::F32)?;
+    let host = crate::device::cpu_model_name();
+    if table.device.name != host {
+        log::warn!("{} was profiled on {}, but this machine is {host}; the scores compare two machines", table.path(), table.device.name);
+    }
+    Ok(())
+}
+
+/// Draws `count` distinct architectures of the space, skipping those above `max_params`.
+fn draw_distinct(space: &str, count: usize, seed: u64, max_params: Option<u64>) -> crate::Result<Vec<Architecture>> {
+    let mut out: Vec<Architecture> = Vec::with_capacity(count);
+    let mut round = 0u64;
+    while out.len() < count {
+        // A batch of draws per round, so rejection sampling with a tight --max-params ends.
+        let batch = super::profile::sample_architectures(space, 4 * count.max(16), seed.wrapping_add(round.wrapping_mul(0x9e37_79b9)))?;
+        for arch in batch {
+            if out.len() == count {
+                break;
+            }
+            if max_params.is_some_and(|limit| arch.params() > limit) || out.contains(&arch) {
+                continue;
+            }
+            out.push(arch);
+        }
+        round += 1;
+        if round > 50 {
+            return Err(Error::Invalid(format!(
+                "found only {} distinct architectures of {space} within --max-params {}; raise --max-params or lower --n and --calibrate",
+                out.len(),
+                max_params.map_or_else(|| "(none)".to_string(), |p| p.to_string())
+            )));
+        }
+    }
+    Ok(out)
 }

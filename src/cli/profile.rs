@@ -1,10 +1,234 @@
-//! `alphanas profile`.
+//! `alphanas profile`: writes a cost table of op latencies for this device.
 
 use super::Global;
+use crate::arch::{Architecture, Dtype};
+use crate::cost::cpu_timer::CpuOpTimer;
+use crate::cost::{plan_shapes, profile_table, CostTable, Mode, OpTimer, ProfileOptions, ProfileSettings};
+use crate::device::{Backend, BackendChoice};
+use crate::space::{Candidate, SearchSpace};
+use crate::Error;
+use rand::SeedableRng;
+use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Search space whose op shapes are profiled: a built-in name or a TOML file.
+    #[arg(long, default_value = "llama")]
+    pub space: String,
 
-pub fn run(_args: &Args, _global: &Global) -> crate::Result<()> {
-    Err(super::not_built("profile"))
+    /// Element type of the timed kernels (f32 or f16; the CPU backend runs f32 only).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+
+    /// Forward-pass modes to profile, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "prefill,decode")]
+    pub modes: Vec<Mode>,
+
+    /// Sequences per forward pass.
+    #[arg(long, default_value_t = 1)]
+    pub batch: u64,
+
+    /// Prompt length for prefill, and positions attended (KV cache plus the new token) for decode.
+    #[arg(long, default_value_t = 32)]
+    pub seq: u64,
+
+    /// Output table. An existing table with the same settings is continued: shapes already in it
+    /// are skipped.
+    #[arg(long, default_value = "cost_table.json")]
+    pub out: PathBuf,
+
+    /// A coarse grid that profiles in about a minute on a 2-core CPU: fewer sampled
+    /// architectures, at most 24 shapes per op kind, 1 warm-up and 5 timed runs.
+    #[arg(long)]
+    pub quick: bool,
+
+    /// Architectures sampled from the space to collect op shapes [default: 2000, --quick 300].
+    #[arg(long)]
+    pub samples: Option<usize>,
+
+    /// Most distinct shapes profiled per op kind before thinning to a grid [default: 400, --quick 24].
+    #[arg(long)]
+    pub max_shapes: Option<usize>,
+
+    /// Untimed calls before timing each shape [default: 2, --quick 1].
+    #[arg(long)]
+    pub warmup: Option<usize>,
+
+    /// Timed calls per shape [default: 9, --quick 5].
+    #[arg(long)]
+    pub runs: Option<usize>,
+
+    /// Seed of the architecture sample.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
+    let dtype = parse_dtype(&args.dtype)?;
+    if args.batch == 0 || args.seq == 0 {
+        return Err(Error::Invalid(format!("--batch ({}) and --seq ({}) must be at least 1", args.batch, args.seq)));
+    }
+    if args.modes.is_empty() {
+        return Err(Error::Invalid("--modes is empty; give prefill, decode or prefill,decode".into()));
+    }
+    let mut timer = open_timer(global.backend, dtype)?;
+
+    let settings = ProfileSettings {
+        space: args.space.clone(),
+        modes: dedup_modes(&args.modes),
+        batch: args.batch,
+        seq: args.seq,
+        architectures_sampled: args.samples.unwrap_or(if args.quick { 300 } else { 2000 }),
+        max_shapes_per_op: args.max_shapes.unwrap_or(if args.quick { 24 } else { 400 }),
+        warmup: args.warmup.unwrap_or(if args.quick { 1 } else { 2 }),
+        runs: args.runs.unwrap_or(if args.quick { 5 } else { 9 }).max(1),
+        quick: args.quick,
+        seed: args.seed,
+    };
+    let options = ProfileOptions {
+        modes: settings.modes.clone(),
+        batch: settings.batch,
+        seq: settings.seq,
+        max_shapes_per_op: settings.max_shapes_per_op,
+        warmup: settings.warmup,
+        runs: settings.runs,
+    };
+
+    let archs = sample_architectures(&args.space, settings.architectures_sampled, args.seed)?;
+    if let Some(arch) = archs.iter().find(|a| a.max_seq_len < args.seq) {
+        return Err(Error::Invalid(format!(
+            "--seq ({}) exceeds max_seq_len ({}) of architectures in space {}; use --seq {} or less",
+            args.seq, arch.max_seq_len, args.space, arch.max_seq_len
+        )));
+    }
+    let plan = plan_shapes(&archs, &options);
+    log::info!(
+        "profiling {} shapes of {} sampled architectures of {} ({})",
+        plan.ops.len(),
+        archs.len(),
+        args.space,
+        plan.found_per_kind.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
+    );
+
+    let mut table = open_or_create(args, &settings, timer.as_mut(), dtype)?;
+    let report = profile_table(timer.as_mut(), &plan, &options, &mut table, Some(&args.out), !global.json && global.quiet == 0)?;
+
+    if global.json {
+        super::print_json(&serde_json::json!({
+            "table": args.out.display().to_string(),
+            "entries": table.entries.len(),
+            "timed": report.timed,
+            "skipped": report.skipped,
+            "elapsed_s": report.elapsed.as_secs_f64(),
+            "device": table.device,
+            "dtype": table.dtype,
+        }))?;
+    } else {
+        println!(
+            "wrote {} with {} entries ({} timed now, {} already there) in {:.1} s on {} ({})",
+            args.out.display(),
+            table.entries.len(),
+            report.timed,
+            report.skipped,
+            report.elapsed.as_secs_f64(),
+            table.device.name,
+            table.device.backend
+        );
+    }
+    Ok(())
+}
+
+fn parse_dtype(text: &str) -> crate::Result<Dtype> {
+    match Dtype::parse(text) {
+        Some(d @ (Dtype::F32 | Dtype::F16)) => Ok(d),
+        _ => Err(Error::Invalid(format!("--dtype ({text}) must be f32 or f16"))),
+    }
+}
+
+fn dedup_modes(modes: &[Mode]) -> Vec<Mode> {
+    let mut out = modes.to_vec();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The op timer of the requested backend.
+fn open_timer(choice: BackendChoice, dtype: Dtype) -> crate::Result<Box<dyn OpTimer>> {
+    let backend = match choice {
+        // Profiling must not silently switch devices, so `auto` is resolved here once and the
+        // table records what was used.
+        BackendChoice::Auto | BackendChoice::Gpu => Backend::resolve(choice)?,
+        BackendChoice::Cpu => Backend::Cpu,
+    };
+    match backend {
+        Backend::Cpu => {
+            if dtype != Dtype::F32 {
+                return Err(Error::Invalid(format!("the CPU backend profiles f32 kernels only, not {dtype}; use --dtype f32")));
+            }
+            Ok(Box::new(CpuOpTimer::new()))
+        }
+        Backend::Gpu(ctx) => {
+            if choice == BackendChoice::Auto {
+                log::warn!("GPU op timing is not available in this build; profiling on the CPU instead of {}", ctx.info.name);
+                return open_timer(BackendChoice::Cpu, dtype);
+            }
+            Err(Error::Invalid(format!(
+                "GPU op timing is not available in this build, so {} cannot be profiled; use --backend cpu",
+                ctx.info.name
+            )))
+        }
+    }
+}
+
+/// Continues the table at `args.out` when it exists and matches, else starts a new one after
+/// timing the dispatch overhead.
+fn open_or_create(args: &Args, settings: &ProfileSettings, timer: &mut dyn OpTimer, dtype: Dtype) -> crate::Result<CostTable> {
+    if args.out.exists() {
+        let table = CostTable::load(&args.out)?;
+        table.require_dtype(dtype)?;
+        let device = timer.device_info();
+        if table.device.name != device.name || table.device.backend != device.backend {
+            return Err(Error::Invalid(format!(
+                "{} was profiled on {} ({}), not on this {} ({}); choose another --out",
+                args.out.display(),
+                table.device.name,
+                table.device.backend,
+                device.name,
+                device.backend
+            )));
+        }
+        if table.settings != *settings {
+            return Err(Error::Invalid(format!(
+                "{} was profiled with other settings (space {}, modes {:?}, batch {}, seq {}, quick {}); rerun with the same options or choose another --out",
+                args.out.display(),
+                table.settings.space,
+                table.settings.modes,
+                table.settings.batch,
+                table.settings.seq,
+                table.settings.quick
+            )));
+        }
+        return Ok(table);
+    }
+
+    let overhead = timer.time_dispatch_overhead(10, 200)?;
+    log::info!("dispatch overhead: median {:.0} ns", overhead.median_ns);
+    Ok(CostTable::new(timer.device_info(), dtype, settings.clone(), overhead.median_ns, timer.includes_dispatch_overhead()))
+}
+
+/// Draws `n` architectures from the space `name` with `seed`.
+pub(crate) fn sample_architectures(name: &str, n: usize, seed: u64) -> crate::Result<Vec<Architecture>> {
+    let space = crate::space::Space::resolve(name)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut archs = Vec::with_capacity(n);
+    for _ in 0..n {
+        let choices = space.sample(&mut rng);
+        match space.candidate(&choices) {
+            Candidate::Arch(arch) => archs.push(arch),
+            Candidate::Row { .. } => {
+                return Err(Error::Invalid(format!("space {name} is a table of rows, not architectures; profile an architecture space")))
+            }
+        }
+    }
+    Ok(archs)
 }
