@@ -32,7 +32,7 @@ fn round_f16(x: &[f32]) -> Vec<f32> {
     x.iter().map(|&v| f16::from_f32(v).to_f32()).collect()
 }
 
-/// The inputs as the kernel sees them: unchanged for f32, rounded for f16.
+/// Returns the inputs as the kernel stores them: unchanged for f32, rounded for f16.
 fn as_stored(x: &[f32], dtype: DType) -> Vec<f32> {
     match dtype {
         DType::F16 => round_f16(x),
@@ -40,7 +40,7 @@ fn as_stored(x: &[f32], dtype: DType) -> Vec<f32> {
     }
 }
 
-/// The dtypes to test on `ctx`: f32, and f16 where the device has `SHADER_F16`.
+/// Lists the dtypes to test on `ctx`: f32, and f16 where the device has `SHADER_F16`.
 fn dtypes(ctx: &GpuContext) -> Vec<DType> {
     if ctx.has_f16() {
         vec![DType::F32, DType::F16]
@@ -235,7 +235,8 @@ fn norms_ragged_shapes() {
 #[test]
 fn norms_large_magnitude() {
     let Some(ctx) = gpu_for_tests("norms_large_magnitude") else { return };
-    // A large common offset tests the two-pass variance (E[x^2] - E[x]^2 would cancel).
+    // A large common offset tests the shifted mean and the two-pass variance, because
+    // E[x^2] - E[x]^2 would cancel and an unshifted f32 mean carries the offset's rounding.
     check_norms(&ctx, 5, 300, 1.0e4, 1.0, DType::F32);
     check_norms(&ctx, 5, 300, 0.0, 1.0e6, DType::F32);
     if ctx.has_f16() {
@@ -258,7 +259,7 @@ fn check_activations(ctx: &GpuContext, x: &[f32], up: &[f32], dtype: DType, labe
 
     let got = activation::gpu::gelu_tanh(ctx, &x, dtype).unwrap();
     let expected = activation::cpu::gelu_tanh_ref(&x);
-    // The tanh argument: sqrt(2/pi) (x + 0.044715 x^3), so exp() sees 2|y|. Past |x| = 10 the
+    // The tanh argument: sqrt(2/pi) (x + 0.044715 x^3), so exp() gets 2|y|. Past |x| = 10 the
     // tanh is 1 to f32 precision and the exp error no longer reaches the output.
     assert_close(&format!("gelu {label} {}", dtype.name()), &got, &expected, |i| {
         let v = x[i].abs().min(10.0);

@@ -242,7 +242,7 @@ fn random(len: usize, rng: &mut StdRng) -> Vec<f32> {
     (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
 }
 
-/// The inputs as the kernel stores them: rounded to f16 for `F16`.
+/// Returns the inputs as the kernel stores them: rounded to f16 for `F16`.
 fn as_stored(values: Vec<f32>, dtype: DType) -> Vec<f32> {
     match dtype {
         DType::F16 => values.into_iter().map(|v| half::f16::from_f32(v).to_f32()).collect(),
@@ -372,7 +372,7 @@ impl Problem {
         self.shape[key].as_u64().expect("shape values are integers") as usize
     }
 
-    /// The CPU reference over the checked rows.
+    /// Computes the CPU reference over the checked rows.
     fn reference(&self, args: &OpArgs) -> Vec<f32> {
         let inputs = &self.inputs;
         match self.op {
