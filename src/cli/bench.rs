@@ -183,11 +183,22 @@ fn run_op(args: &OpArgs, global: &Global) -> crate::Result<()> {
             "`bench op attention` is not available in this build yet: the attention kernels have not been merged".into(),
         ));
     }
-    let problem = Problem::new(args)?;
     let backend = Backend::resolve(global.backend)?;
+    let report = measure_op(args, &backend)?;
+
+    if global.json {
+        return super::print_json(&report);
+    }
+    print_report(&report);
+    Ok(())
+}
+
+/// Times the op of `args` on `backend` and compares its result with the CPU reference.
+pub fn measure_op(args: &OpArgs, backend: &Backend) -> crate::Result<OpReport> {
+    let problem = Problem::new(args)?;
     log::info!("timing {} on {}", problem.label(), backend.device_name());
 
-    let report = match &backend {
+    let report = match backend {
         Backend::Gpu(ctx) => problem.run_gpu(ctx, args)?,
         Backend::Cpu => {
             if args.dtype == FloatType::F16 {
@@ -196,13 +207,7 @@ fn run_op(args: &OpArgs, global: &Global) -> crate::Result<()> {
             problem.run_cpu(args)?
         }
     };
-    let report = OpReport { device: backend.device_name(), ..report };
-
-    if global.json {
-        return super::print_json(&report);
-    }
-    print_report(&report);
-    Ok(())
+    Ok(OpReport { device: backend.device_name(), ..report })
 }
 
 fn print_report(report: &OpReport) {
@@ -601,5 +606,59 @@ fn op_label(op: OpName) -> &'static str {
         OpName::Embedding => "embedding",
         OpName::ResidualAdd => "residual-add",
         OpName::Attention => "attention",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn op_args(line: &str) -> OpArgs {
+        let cli = crate::cli::Cli::try_parse_from(line.split_whitespace()).unwrap();
+        match cli.command {
+            crate::cli::Command::Bench(Args { command: BenchCommand::Op(op) }) => op,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_matmul_flags() {
+        let args = op_args("alphanas bench op matmul --m 3 --n 4 --k 5 --bias --transpose-b --dtype f16 --runs 12");
+        assert_eq!(args.name, OpName::Matmul);
+        assert_eq!((args.m, args.n, args.k), (3, 4, 5));
+        assert!(args.bias);
+        assert!(args.transpose_b);
+        assert_eq!(args.dtype, FloatType::F16);
+        assert_eq!(args.runs, 12);
+    }
+
+    #[test]
+    fn cpu_matmul_report_is_accurate() {
+        let args = op_args("alphanas bench op matmul --m 33 --n 17 --k 9 --bias");
+        let report = measure_op(&args, &Backend::Cpu).unwrap();
+        assert_eq!(report.runs, 10);
+        assert_eq!(report.checked_rows, 33);
+        assert!(report.gflops.unwrap() > 0.0);
+        assert!(report.max_rel_err < 1e-5, "{report:?}");
+    }
+
+    #[test]
+    fn gpu_row_ops_report_is_accurate() {
+        let Some(ctx) = crate::device::gpu_for_tests("gpu_row_ops_report_is_accurate") else { return };
+        for op in ["softmax", "layernorm", "rmsnorm", "gelu", "swiglu", "rope", "embedding", "residual-add"] {
+            let args = op_args(&format!("alphanas bench op {op} --rows 7 --cols 128 --vocab 50"));
+            let report = measure_op(&args, &Backend::Gpu(ctx.clone())).unwrap();
+            assert!(report.gbps.unwrap() > 0.0, "{op}: {report:?}");
+            assert!(report.max_rel_err < 1e-4, "{op}: {report:?}");
+        }
+    }
+
+    #[test]
+    fn rejects_too_few_runs() {
+        let args = op_args("alphanas bench op gelu --runs 3");
+        let global = crate::cli::Cli::try_parse_from(["alphanas", "devices"]).unwrap().global;
+        let err = run_op(&args, &global).unwrap_err();
+        assert!(err.to_string().contains("--runs (3) must be at least 10"), "{err}");
     }
 }
