@@ -11,7 +11,9 @@
 //   4 bias:   array<T>, read, cols elements (layer_norm only; rms_norm's layout stops at 3)
 // Workgroup: 256 invocations per row, strided over the row, with tree reductions in
 // workgroup memory. LayerNorm is two-pass (the mean, then the sum of squared deviations), which
-// avoids the cancellation of E[x^2] - E[x]^2 when |mean| is large against the spread.
+// avoids the cancellation of E[x^2] - E[x]^2 when |mean| is large against the spread. Both
+// passes work on x - x[row, 0], so a large common offset does not cost the mean its precision
+// (values near the offset subtract exactly).
 // Arithmetic is f32 in both variants. Squares overflow f32 only for |x| beyond about 1e19.
 // Rows are numbered by the folded linear workgroup index (wid.x + wid.y * nwg.x).
 // Host invariants: rows * cols fits in u32; bindings fit max_storage_buffer_binding_size.
@@ -61,24 +63,26 @@ fn layer_norm(
     }
     let base = row * params.cols;
     let n = f32(params.cols);
+    let shift = f32(x[base]);
 
     var local_sum = 0.0;
     for (var c = lid; c < params.cols; c += WORKGROUP_SIZE) {
-        local_sum += f32(x[base + c]);
+        local_sum += f32(x[base + c]) - shift;
     }
     scratch[lid] = local_sum;
-    let mean = reduce_sum(lid) / n;
+    // The mean of x - shift; the mean of x is shift + shifted_mean.
+    let shifted_mean = reduce_sum(lid) / n;
 
     var local_sq = 0.0;
     for (var c = lid; c < params.cols; c += WORKGROUP_SIZE) {
-        let d = f32(x[base + c]) - mean;
+        let d = (f32(x[base + c]) - shift) - shifted_mean;
         local_sq += d * d;
     }
     scratch[lid] = local_sq;
     let inv_std = 1.0 / sqrt(reduce_sum(lid) / n + params.eps);
 
     for (var c = lid; c < params.cols; c += WORKGROUP_SIZE) {
-        let normed = (f32(x[base + c]) - mean) * inv_std;
+        let normed = ((f32(x[base + c]) - shift) - shifted_mean) * inv_std;
         out[base + c] = T(normed * f32(weight[c]) + f32(bias[c]));
     }
 }

@@ -71,7 +71,8 @@ impl BufferKind {
 /// least 256 bytes.
 pub(crate) fn size_class(bytes: u64) -> u64 {
     let bytes = bytes.max(256);
-    let quarter = (bytes.next_power_of_two() / 4).max(256);
+    let floor_power = 1u64 << (63 - bytes.leading_zeros());
+    let quarter = (floor_power / 4).max(256);
     bytes.div_ceil(quarter) * quarter
 }
 
