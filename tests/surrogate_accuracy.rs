@@ -24,6 +24,8 @@ fn share_within_10pct(predicted: &[f64], actual: &[f64]) -> f64 {
     alphanas::stats::within(predicted, actual, 0.10)
 }
 
+// NOTE: this goal is not met yet. With default settings the ensemble put 95.5 to 98% of test
+// rows within ±10% and scored below least squares on all four sets (2026-12-04).
 #[test]
 #[ignore = "trains for minutes; run with --ignored"]
 fn hat_titanxp_decoder_latency_within_10pct() {

@@ -28,7 +28,7 @@ pub enum Command {
     Cv(CvArgs),
 }
 
-/// Which rows of the data file to use.
+/// Selection of the data file's rows.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RowSelection {
     /// Table of observations: CSV with a header, or JSON lines (`.jsonl`).
@@ -111,7 +111,7 @@ pub struct FitArgs {
     pub selection: RowSelection,
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Where to write the model JSON.
+    /// Output path of the model JSON.
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -123,7 +123,7 @@ pub struct PredictArgs {
     pub model: PathBuf,
     #[command(flatten)]
     pub selection: RowSelection,
-    /// Where to write the predictions CSV (`row`, then `<target>_mean`, `<target>_std`).
+    /// Output path of the predictions CSV (`row`, then `<target>_mean`, `<target>_std`).
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -150,7 +150,8 @@ pub struct CvArgs {
     /// Number of folds.
     #[arg(long, default_value_t = 5)]
     pub folds: usize,
-    /// A column to score as a ranking proxy: its Kendall τ against each target is reported.
+    /// A column to score as a ranking proxy: its Kendall τ and Spearman ρ against each target
+    /// are reported (negative when the target falls as the proxy rises).
     #[arg(long)]
     pub proxy: Option<String>,
 }
@@ -189,13 +190,13 @@ fn run_predict(args: &PredictArgs, global: &Global) -> crate::Result<()> {
     let x = encode_for_model(&model, &table)?;
     let prediction = make_scorer(&model, global)?.score(&flatten(&x), x.len())?;
 
-    let mut writer = csv::Writer::from_path(&args.out).map_err(|e| SurrogateError::Invalid(format!("cannot write {}: {e}", args.out.display())))?;
+    let mut writer = csv::Writer::from_path(&args.out).map_err(|e| SurrogateError::Invalid(format!("failed to write {}: {e}", args.out.display())))?;
     let mut header = vec!["row".to_string()];
     for name in model.target_names() {
         header.push(format!("{name}_mean"));
         header.push(format!("{name}_std"));
     }
-    let write_error = |e: csv::Error| SurrogateError::Invalid(format!("cannot write {}: {e}", args.out.display()));
+    let write_error = |e: csv::Error| SurrogateError::Invalid(format!("failed to write {}: {e}", args.out.display()));
     writer.write_record(&header).map_err(write_error)?;
     for (i, source_row) in source_rows.iter().enumerate() {
         let mut record = vec![source_row.to_string()];
@@ -205,7 +206,7 @@ fn run_predict(args: &PredictArgs, global: &Global) -> crate::Result<()> {
         }
         writer.write_record(&record).map_err(write_error)?;
     }
-    writer.flush().map_err(|e| crate::Error::io(format!("cannot write {}", args.out.display()), e))?;
+    writer.flush().map_err(|e| crate::Error::io(format!("failed to write {}", args.out.display()), e))?;
     if !global.json {
         println!("wrote {} predictions to {}", source_rows.len(), args.out.display());
     }
@@ -250,7 +251,7 @@ fn run_cv(args: &CvArgs, global: &Global) -> crate::Result<()> {
         rows.push(("ols".to_string(), TargetMetrics::compute(name, &ols, None, &actual)));
         if let Some(proxy) = &args.proxy {
             let values = table.numeric_column(proxy)?;
-            rows.push((format!("proxy:{proxy}"), TargetMetrics::compute(name, &values, None, &actual)));
+            rows.push((format!("proxy:{proxy}"), TargetMetrics::ranking_only(name, &values, &actual)));
         }
     }
     if !global.json {
@@ -377,7 +378,7 @@ fn score_prediction(model: &Ensemble, prediction: &crate::surrogate::Prediction,
         .collect()
 }
 
-/// The scorer the global --backend selects. `auto` takes a hardware GPU when there is one;
+/// Builds the scorer the global --backend selects. `auto` takes a hardware GPU when there is one;
 /// a software adapter (such as lavapipe) is slower than the CPU path, so `auto` skips it.
 fn make_scorer(model: &Ensemble, global: &Global) -> crate::Result<Box<dyn Scorer>> {
     match global.backend {

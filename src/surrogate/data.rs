@@ -160,7 +160,7 @@ fn parse_number(cell: &str, column: &str, row: usize) -> Result<f64, SurrogateEr
     Ok(value)
 }
 
-/// How one table column becomes features.
+/// Encoding of one table column into features.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum ColumnEncoding {
@@ -171,7 +171,7 @@ pub enum ColumnEncoding {
     Categorical { name: String, categories: Vec<String> },
 }
 
-/// How a table becomes the model's feature rows.
+/// Encoding of a table into the model's feature rows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum InputSpec {
@@ -332,7 +332,8 @@ mod tests {
     fn non_numeric_cell_names_row_and_column() {
         let table = Table::from_csv("a\n1\nfoo\n").unwrap();
         let message = table.numeric_column("a").unwrap_err().to_string();
-        assert!(message.contains("row 1") && message.contains("`a`"), "{message}");
+        assert!(message.contains("row 1"), "{message}");
+    assert!(message.contains("`a`"), "{message}");
     }
 
     #[test]

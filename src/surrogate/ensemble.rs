@@ -131,7 +131,7 @@ impl Scaling {
     }
 }
 
-/// How a target is transformed before standardisation.
+/// Transform applied to a target before standardisation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TargetTransform {
@@ -143,9 +143,9 @@ pub enum TargetTransform {
 /// An ensemble of MLPs that predicts several targets with an uncertainty.
 ///
 /// The prediction of a target is the mean over members of each member's output, mapped back
-/// to the target's original units (unstandardised and, for a log target, exponentiated), and
-/// the uncertainty is the population standard deviation of those same back-transformed member
-/// outputs. So for a log target both numbers are in the original units.
+/// to the target's original units (unstandardised and, for a log target, exponentiated). The
+/// uncertainty is the population standard deviation of those same back-transformed member
+/// outputs, so for a log target both numbers are in the original units.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ensemble {
     format_version: u32,
@@ -153,7 +153,7 @@ pub struct Ensemble {
     alphanas_version: String,
     feature_names: Vec<String>,
     feature_scaling: Scaling,
-    /// How table columns become the features, when the model was fitted from a table.
+    /// Encoding of table columns into the features, when the model was fitted from a table.
     #[serde(default)]
     input: Option<InputSpec>,
     target_names: Vec<String>,
@@ -411,7 +411,8 @@ impl Ensemble {
         &self.members
     }
 
-    /// How table columns map to features, when the model was fitted from a table.
+    /// Returns the encoding of table columns into features, when the model was fitted from a
+    /// table.
     pub fn input_spec(&self) -> Option<&InputSpec> {
         self.input.as_ref()
     }

@@ -142,7 +142,7 @@ impl GpuScorer {
         scales.extend_from_slice(&plan.target_std);
         scales.extend(plan.target_log.iter().map(|&log| if log { 1.0f32 } else { 0.0 }));
 
-        // Workgroup memory holds two activation buffers and every member's outputs per row.
+        // Workgroup memory contains two activation buffers and every member's outputs per row.
         let member_outputs = members.len() as u32 * n_targets;
         let bytes_per_row = 4 * (2 * max_width + member_outputs);
         let tile_rows = (limits.max_compute_workgroup_storage_size / bytes_per_row).min(MAX_TILE_ROWS);

@@ -43,13 +43,30 @@ impl TargetMetrics {
     }
 }
 
+impl TargetMetrics {
+    /// Scores a ranking proxy (a column in other units than the target): only Kendall τ and
+    /// Spearman ρ mean anything, so the error fields are NaN (null in JSON).
+    pub fn ranking_only(target: &str, proxy: &[f64], actual: &[f64]) -> TargetMetrics {
+        TargetMetrics {
+            target: target.to_string(),
+            n: actual.len(),
+            mae: f64::NAN,
+            mape: f64::NAN,
+            within_10pct: f64::NAN,
+            kendall_tau: kendall_tau(proxy, actual),
+            spearman_rho: spearman_rho(proxy, actual),
+            calibration_2sigma: None,
+        }
+    }
+}
+
 /// Formats metrics as an aligned text table, one line per (model, target).
 pub fn format_table(rows: &[(String, TargetMetrics)]) -> String {
-    let mut out = format!("{:<10} {:<28} {:>6} {:>12} {:>8} {:>8} {:>8} {:>8} {:>8}\n", "model", "target", "n", "mae", "mape", "±10%", "tau", "rho", "in±2σ");
+    let mut out = format!("{:<26} {:<24} {:>6} {:>12} {:>8} {:>8} {:>8} {:>8} {:>8}\n", "model", "target", "n", "mae", "mape", "±10%", "tau", "rho", "in±2σ");
     for (model, m) in rows {
         let calibration = m.calibration_2sigma.map(|c| format!("{:.3}", c)).unwrap_or_else(|| "-".into());
         out.push_str(&format!(
-            "{:<10} {:<28} {:>6} {:>12.5} {:>8.4} {:>8.3} {:>8.4} {:>8.4} {:>8}\n",
+            "{:<26} {:<24} {:>6} {:>12.5} {:>8.4} {:>8.3} {:>8.4} {:>8.4} {:>8}\n",
             model, m.target, m.n, m.mae, m.mape, m.within_10pct, m.kendall_tau, m.spearman_rho, calibration
         ));
     }

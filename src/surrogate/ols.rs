@@ -39,8 +39,8 @@ impl LinearModel {
             }
         }
         // A relative ridge of 1e-12 on each diagonal entry keeps nearly collinear features
-        // solvable without biasing a well-posed fit; a constant feature (zero diagonal after
-        // centring) gets 1 there, so its coefficient comes out 0.
+        // solvable without biasing a well-posed fit. A constant feature has a zero diagonal
+        // after centring, so it gets 1 there and its coefficient comes out 0.
         for i in 0..d {
             let diagonal = gram[i * d + i];
             gram[i * d + i] = if diagonal > 0.0 { diagonal * (1.0 + 1e-12) } else { 1.0 };

@@ -1,7 +1,7 @@
 //! The scoring interface the search uses: a batch of feature rows in, ensemble mean and
 //! standard deviation per target out, with a count of backend dispatches.
 
-use super::ensemble::{Ensemble, InferenceScratch};
+use super::ensemble::{Ensemble, InferencePlan, InferenceScratch};
 use super::SurrogateError;
 
 /// Ensemble predictions for `n` rows: `mean` and `std` are `n × n_targets`, row-major, in the
@@ -26,7 +26,7 @@ impl Prediction {
     }
 }
 
-/// Something that scores batches of raw (unstandardised) feature rows.
+/// A scorer of batches of raw (unstandardised) feature rows.
 pub trait Scorer: Send {
     /// Scores `n` rows of `x` (`n × n_features`, row-major).
     fn score(&mut self, x: &[f32], n: usize) -> crate::Result<Prediction>;
@@ -36,7 +36,7 @@ pub trait Scorer: Send {
     fn dispatches(&self) -> u64;
 }
 
-/// Checks that `x` holds `n` rows of `n_features` finite values.
+/// Checks that `x` contains `n` rows of `n_features` finite values.
 pub(crate) fn check_batch(x: &[f32], n: usize, n_features: usize) -> Result<(), SurrogateError> {
     if x.len() != n * n_features {
         return Err(SurrogateError::Invalid(format!("the batch has {} values, but {n} rows × {n_features} features need {}", x.len(), n * n_features)));
@@ -52,13 +52,15 @@ pub(crate) fn check_batch(x: &[f32], n: usize, n_features: usize) -> Result<(), 
 #[derive(Debug)]
 pub struct CpuScorer {
     ensemble: Ensemble,
+    plan: InferencePlan,
     scratch: InferenceScratch,
     dispatches: u64,
 }
 
 impl CpuScorer {
     pub(crate) fn new(ensemble: Ensemble) -> Self {
-        CpuScorer { ensemble, scratch: InferenceScratch::default(), dispatches: 0 }
+        let plan = ensemble.inference_plan();
+        CpuScorer { ensemble, plan, scratch: InferenceScratch::default(), dispatches: 0 }
     }
 
     pub fn ensemble(&self) -> &Ensemble {
@@ -75,8 +77,7 @@ impl Scorer for CpuScorer {
         }
         let t = self.ensemble.n_targets();
         let mut prediction = Prediction { n, n_targets: t, mean: vec![0.0; n * t], std: vec![0.0; n * t] };
-        let plan = self.ensemble.inference_plan();
-        plan.predict_rows(self.ensemble.members(), x, n, &mut prediction.mean, &mut prediction.std, &mut self.scratch);
+        self.plan.predict_rows(self.ensemble.members(), x, n, &mut prediction.mean, &mut prediction.std, &mut self.scratch);
         Ok(prediction)
     }
 

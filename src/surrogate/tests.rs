@@ -49,7 +49,7 @@ fn fit_learns_synthetic_targets() {
 }
 
 #[test]
-fn same_seed_gives_same_bits_for_any_thread_count() {
+fn seed_fixes_bits_across_threads() {
     let (x, y) = synthetic(120, 0);
     let cfg = EnsembleConfig { epochs: 20, ..small_config() };
     let one_thread = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
@@ -63,7 +63,7 @@ fn same_seed_gives_same_bits_for_any_thread_count() {
 }
 
 #[test]
-fn log_target_uncertainty_is_spread_of_back_transformed_members() {
+fn log_target_std_is_member_spread() {
     let (x, y) = synthetic(100, 0);
     let cfg = EnsembleConfig { epochs: 10, ..small_config() };
     let model = Ensemble::fit(&x, &y, names("x", 2), names("y", 2), &cfg).unwrap();
@@ -173,7 +173,8 @@ fn feature_mismatch_names_missing_and_extra() {
     let model = Ensemble::fit(&x, &y, vec!["a".into(), "b".into()], names("y", 2), &cfg).unwrap();
     assert!(model.check_feature_names(&["a".into(), "b".into()]).is_ok());
     let message = model.check_feature_names(&["a".into(), "c".into()]).unwrap_err().to_string();
-    assert!(message.contains("missing: [b]") && message.contains("extra: [c]"), "{message}");
+    assert!(message.contains("missing: [b]"), "{message}");
+    assert!(message.contains("extra: [c]"), "{message}");
     let message = model.check_feature_names(&["b".into(), "a".into()]).unwrap_err().to_string();
     assert!(message.contains("order"), "{message}");
 }

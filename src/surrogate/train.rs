@@ -28,7 +28,7 @@ pub struct TrainData<'a> {
     pub n_targets: usize,
 }
 
-/// How a member's training went.
+/// Outcome of one member's training.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MemberReport {
     /// Mean squared error (standardised units) of the kept weights on the early-stopping set.
