@@ -305,6 +305,8 @@ pub fn attention_decode_into(
         return;
     }
 
+    // NOTE: each query head of a GQA group streams its KV head separately. Handling a group
+    // in one task would cut KV-cache reads by n_heads / n_kv_heads.
     let sequence_elems = kv_capacity * n_kv_heads * head_dim;
     out.par_chunks_mut(head_dim).enumerate().for_each(|(index, head_out)| {
         let (b, h) = (index / n_heads, index % n_heads);

@@ -15,8 +15,9 @@ use rayon::prelude::*;
 const PARALLEL_MIN_MACS: usize = 1 << 18;
 
 /// Up to this many rows of A, a large product is split over column blocks of B instead of
-/// relying on `gemm`'s own threading: gemm 0.19 sends products with one row (decode with
-/// batch 1) to a single-threaded matrix-vector kernel, which leaves the other cores idle.
+/// relying on `gemm`'s own threading. The reason is that gemm 0.19 sends products with one row
+/// (decode with batch 1) to a single-threaded matrix-vector kernel, which leaves the other
+/// cores idle.
 const SPLIT_COLUMNS_MAX_M: usize = 4;
 
 /// Smallest column block of the split path, so each task streams a useful amount of B.
