@@ -1,10 +1,10 @@
 //! Export of architectures as Hugging Face transformers `config.json` files.
 //!
 //! Two formats are written:
-//! - `hf-llama` ([`Format::HfLlama`]): `LlamaConfig`, for SwiGLU + RMSNorm + RoPE models. Grouped-
-//!   query attention and an explicit `head_dim` are expressed directly; `bias` maps to both
-//!   `attention_bias` (q, k, v, o) and `mlp_bias` (gate, up, down), which matches how this crate
-//!   counts biases.
+//! - `hf-llama` ([`Format::HfLlama`]): `LlamaConfig`, for SwiGLU + RMSNorm + RoPE models.
+//!   Grouped-query attention and an explicit `head_dim` are expressed directly. `bias` maps to
+//!   both `attention_bias` (q, k, v, o) and `mlp_bias` (gate, up, down), as this crate counts
+//!   biases.
 //! - `hf-gpt2` ([`Format::HfGpt2`]): `GPT2Config`, for GELU (tanh form, `gelu_new`) + LayerNorm +
 //!   learned positions, with biases and tied embeddings, as GPT-2 always has them.
 //!

@@ -29,7 +29,7 @@ impl PlotAxis {
     }
 }
 
-/// The points to draw: `evaluated` holds every ok result, `front` the Pareto-optimal ones.
+/// The points to draw: `evaluated` contains every ok result, `front` the Pareto-optimal ones.
 /// Points with a non-finite coordinate are skipped.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PlotData {
@@ -40,7 +40,7 @@ pub struct PlotData {
 const WIDTH: u32 = 900;
 const HEIGHT: u32 = 640;
 
-/// How values of one axis map to plot coordinates.
+/// Mapping from the values of one axis to plot coordinates.
 #[derive(Debug, Clone, Copy)]
 struct Scale {
     log: bool,
@@ -199,7 +199,7 @@ pub fn render_pareto_svg(x: &PlotAxis, y: &PlotAxis, data: &PlotData) -> crate::
     Ok(svg)
 }
 
-/// The front as a step line that traces the boundary of the region it dominates.
+/// Builds the front's step line, which traces the boundary of the region the front dominates.
 fn staircase(sorted_by_x: &[(f64, f64)], x_minimize: bool) -> Vec<(f64, f64)> {
     let mut line = Vec::with_capacity(sorted_by_x.len() * 2);
     for window in sorted_by_x.windows(2) {
