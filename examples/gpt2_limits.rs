@@ -5,7 +5,7 @@
 //! GPT-2 small has max_seq_len 1024, so the example raises it to 4097 (the learned position
 //! table grows to match). Every other dimension is GPT-2 small's. Prefill activations at
 //! batch 8 x 2048 exceed a 128 MiB storage binding, so prefill runs in chunks of tokens (see
-//! `alphanas::model::gpu`); the example prints the chunk plan before running.
+//! `alphanas::model::gpu`). The example prints the chunk plan before running.
 //!
 //! Usage: `WGPU_BACKEND=vulkan cargo run --release --example gpt2_limits -- [RUNS] [DTYPE]
 //! [PREFILL_BATCH] [PREFILL_SEQ]`. RUNS (default 3) is the number of timed runs of each mode
