@@ -1,8 +1,8 @@
 //! Attention prefill and decode on the GPU and on the CPU at modest sizes.
 //!
-//! GPU samples are wall-clock time of one recorded dispatch (prefill) or split + reduce pair
-//! (decode), submitted and waited for, so they include submission overhead; inputs are
-//! uploaded once outside the timed loop. Without a GPU the GPU groups are skipped with a
+//! GPU samples are the wall-clock time of one recorded dispatch (prefill) or split + reduce
+//! pair (decode), submitted and waited for, so they include submission overhead. Inputs are
+//! uploaded once, outside the timed loop. Without a GPU the GPU groups are skipped with a
 //! message. Run with `WGPU_BACKEND=vulkan cargo bench --bench attention`.
 
 use std::time::{Duration, Instant};

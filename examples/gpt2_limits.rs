@@ -1,71 +1,114 @@
-//! Runs GPT-2-small-shaped decode with a KV cache of 4096 positions and prefill at batch 8 x
-//! 2048 tokens on the GPU, within the device's binding limits, and prints latencies and the
-//! peak device memory the model allocated.
+//! Runs GPT-2-small-shaped decode with a KV cache of 4096 positions and prefill (batch 8 x
+//! 2048 tokens by default) on the GPU within the device's binding limits, and prints
+//! latencies and the peak device memory the model allocated.
 //!
 //! GPT-2 small has max_seq_len 1024, so the example raises it to 4097 (the learned position
-//! table grows to match); every other dimension is GPT-2 small's. Prefill activations at
+//! table grows to match). Every other dimension is GPT-2 small's. Prefill activations at
 //! batch 8 x 2048 exceed a 128 MiB storage binding, so prefill runs in chunks of tokens (see
-//! `alphanas::model::gpu`).
+//! `alphanas::model::gpu`). The example prints the chunk plan before running.
 //!
-//! Usage: `WGPU_BACKEND=vulkan cargo run --release --example gpt2_limits -- [RUNS] [dtype]`.
-//! RUNS (default 1) is the number of timed prefill runs, after one warm-up; decode uses the
-//! crate's minimum of 3 warm-ups and 10 runs. On lavapipe one prefill takes minutes.
+//! Usage: `WGPU_BACKEND=vulkan cargo run --release --example gpt2_limits -- [RUNS] [DTYPE]
+//! [PREFILL_BATCH] [PREFILL_SEQ]`. RUNS (default 3) is the number of timed runs of each mode
+//! after one warm-up, timed by wall clock (token upload, the recorded pass and the logits
+//! download). DTYPE is f32 (default) or f16. On lavapipe one full prefill takes minutes.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use alphanas::arch::presets::gpt2_small;
 use alphanas::device::{shared_gpu, DType, GpuContext};
-use alphanas::model::gpu::{bench_gpu, GpuModel};
-use alphanas::model::{random_tokens, Mode, Weights};
+use alphanas::model::gpu::GpuModel;
+use alphanas::model::{random_tokens, Weights};
+use alphanas::{Error, Result};
 
 const SEED: u64 = 7;
+const DECODE_CACHE: usize = 4096;
 
-fn main() -> alphanas::Result<()> {
+fn parse_count(text: Option<String>, name: &str, default: usize) -> Result<usize> {
+    match text {
+        None => Ok(default),
+        Some(text) => text
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| Error::Invalid(format!("{name} ({text}) must be a positive integer"))),
+    }
+}
+
+fn main() -> Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let mut args = std::env::args().skip(1);
-    let runs: usize = match args.next() {
-        Some(text) => text.parse().map_err(|_| alphanas::Error::Invalid(format!("RUNS ({text}) must be a positive integer")))?,
-        None => 1,
-    };
+    let runs = parse_count(args.next(), "RUNS", 3)?;
     let dtype = match args.next().as_deref() {
         None | Some("f32") => DType::F32,
         Some("f16") => DType::F16,
-        Some(other) => return Err(alphanas::Error::Invalid(format!("dtype ({other}) must be f32 or f16"))),
+        Some(other) => return Err(Error::Invalid(format!("DTYPE ({other}) must be f32 or f16"))),
     };
+    let prefill_batch = parse_count(args.next(), "PREFILL_BATCH", 8)?;
+    let prefill_seq = parse_count(args.next(), "PREFILL_SEQ", 2048)?;
 
     let ctx = shared_gpu()?;
     let mut arch = gpt2_small();
-    arch.max_seq_len = 4097;
+    arch.max_seq_len = DECODE_CACHE as u64 + 1;
     println!("device: {} ({:?})", ctx.info.name, ctx.info.backend);
     println!("max_storage_buffer_binding_size: {} bytes", ctx.limits.max_storage_buffer_binding_size);
     println!("architecture: {} ({})", arch.summary(), dtype.name());
 
-    let decode = bench_gpu(&ctx, &arch, Mode::Decode, 1, 4096, dtype, 3, 10, SEED)?;
-    println!(
-        "decode, batch 1, cache 4096: median {:.1} ms (p10 {:.1}, p90 {:.1}, {} runs), peak memory {:.1} MiB",
-        decode.latency_ms,
-        decode.p10_ns / 1e6,
-        decode.p90_ns / 1e6,
-        decode.runs,
-        decode.peak_memory_bytes as f64 / (1 << 20) as f64
-    );
+    let weights = Weights::random(&arch, SEED)?;
+    let mut model = GpuModel::new(Arc::clone(&ctx), &weights, dtype)?;
+    let vocab = weights.vocab_size;
+    drop(weights);
 
-    prefill(&ctx, &arch, dtype, 8, 2048, runs)
+    decode(&mut model, vocab, runs)?;
+    prefill(&ctx, &mut model, vocab, prefill_batch, prefill_seq, runs)
 }
 
-/// Times `runs` prefills after one warm-up by wall clock (upload of the token ids, the
-/// recorded pass, and the download of the logits), because one run takes minutes on lavapipe
-/// and `bench_gpu` always does at least 13.
-fn prefill(ctx: &Arc<GpuContext>, arch: &alphanas::Architecture, dtype: DType, batch: usize, seq: usize, runs: usize) -> alphanas::Result<()> {
-    let weights = Weights::random(arch, SEED)?;
-    let mut model = GpuModel::new(Arc::clone(ctx), &weights, dtype)?;
-    let tokens = random_tokens(batch * seq, weights.vocab_size, SEED);
-    drop(weights);
-    let mut cache = model.new_cache(batch, seq)?;
-    let chunk = model.max_chunk_tokens(batch).min(seq);
-    println!("prefill, batch {batch} x {seq}: chunks of up to {chunk} tokens ({} chunks)", seq.div_ceil(chunk));
+/// Prints the median of `samples_ms` and each sample.
+fn report(what: &str, mut samples_ms: Vec<f64>, peak_bytes: u64) {
+    let each: Vec<String> = samples_ms.iter().map(|ms| format!("{ms:.0}")).collect();
+    samples_ms.sort_by(f64::total_cmp);
+    println!(
+        "{what}: median {:.0} ms over {} runs (runs: {} ms), peak memory {:.1} MiB",
+        samples_ms[samples_ms.len() / 2],
+        samples_ms.len(),
+        each.join(", "),
+        peak_bytes as f64 / (1u64 << 20) as f64
+    );
+}
 
+/// Times decode steps of one sequence against a cache of `DECODE_CACHE` positions. The cache
+/// is not filled by a prefill (it contains zeros), which does not change the work done.
+fn decode(model: &mut GpuModel, vocab: usize, runs: usize) -> Result<()> {
+    let mut cache = model.new_cache(1, DECODE_CACHE + 1)?;
+    let token = random_tokens(1, vocab, SEED);
+    let mut samples_ms = Vec::with_capacity(runs);
+    for run in 0..=runs {
+        cache.assume_filled(DECODE_CACHE)?;
+        let start = Instant::now();
+        let logits = model.decode(&token, &mut cache)?;
+        let elapsed_ms = start.elapsed().as_secs_f64() * 1e3;
+        if !logits.iter().all(|x| x.is_finite()) {
+            return Err(Error::Other("decode produced non-finite logits".into()));
+        }
+        if run > 0 {
+            samples_ms.push(elapsed_ms);
+        }
+    }
+    report(&format!("decode, batch 1, cache {DECODE_CACHE}"), samples_ms, model.allocated_bytes(&cache));
+    Ok(())
+}
+
+/// Times prefills of `batch` sequences of `seq` tokens from an empty cache.
+fn prefill(ctx: &GpuContext, model: &mut GpuModel, vocab: usize, batch: usize, seq: usize, runs: usize) -> Result<()> {
+    let chunk = model.max_chunk_tokens(batch).min(seq);
+    let n_chunks = seq.div_ceil(chunk);
+    println!(
+        "prefill, batch {batch} x {seq}: {n_chunks} chunks of up to {} tokens (binding limit {} MiB)",
+        seq.div_ceil(n_chunks),
+        ctx.limits.max_storage_buffer_binding_size >> 20
+    );
+    let tokens = random_tokens(batch * seq, vocab, SEED);
+    let mut cache = model.new_cache(batch, seq)?;
     let mut samples_ms = Vec::with_capacity(runs);
     for run in 0..=runs {
         cache.clear();
@@ -73,18 +116,12 @@ fn prefill(ctx: &Arc<GpuContext>, arch: &alphanas::Architecture, dtype: DType, b
         let logits = model.prefill(&tokens, batch, seq, &mut cache)?;
         let elapsed_ms = start.elapsed().as_secs_f64() * 1e3;
         if !logits.iter().all(|x| x.is_finite()) {
-            return Err(alphanas::Error::Other("prefill produced non-finite logits".into()));
+            return Err(Error::Other("prefill produced non-finite logits".into()));
         }
         if run > 0 {
             samples_ms.push(elapsed_ms);
         }
-        println!("  run {run}{}: {elapsed_ms:.0} ms", if run == 0 { " (warm-up)" } else { "" });
     }
-    samples_ms.sort_by(f64::total_cmp);
-    println!(
-        "prefill, batch {batch} x {seq}: median {:.0} ms over {runs} runs, peak memory {:.1} MiB",
-        samples_ms[samples_ms.len() / 2],
-        model.allocated_bytes(&cache) as f64 / (1 << 20) as f64
-    );
+    report(&format!("prefill, batch {batch} x {seq}"), samples_ms, model.allocated_bytes(&cache));
     Ok(())
 }

@@ -198,7 +198,7 @@ fn decode_ignores_rows_past_cache_len() {
 }
 
 /// 70,000 (batch, head) pairs need more workgroups than one grid dimension allows, so both
-/// kernels run on a folded (x, y) grid; every sequence must still be computed exactly once.
+/// kernels run on a folded (x, y) grid. Every sequence must still be computed exactly once.
 #[test]
 fn folded_grid_covers_every_workgroup() {
     let Some(ctx) = gpu_for_tests("folded_grid_covers_every_workgroup") else { return };

@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
-use super::{BackendChoice, Global};
+use super::Global;
+use crate::device::{Backend, DType};
+use crate::model::gpu::bench_gpu;
 use crate::model::{bench_cpu, ModelBenchResult, Mode};
 use crate::{Error, Result};
 
@@ -54,24 +56,23 @@ pub struct ModelArgs {
 /// Runs `bench model` and prints the result as a table or, with `--json`, one JSON object.
 pub fn run(args: &ModelArgs, global: &Global) -> Result<()> {
     let arch = super::arch::read_arch(&args.arch)?;
-    match global.backend {
-        BackendChoice::Gpu => {
-            return Err(Error::Invalid(
-                "the GPU forward pass is not available in this build yet; use --backend cpu".into(),
-            ));
+    let result = match Backend::resolve(global.backend)? {
+        Backend::Gpu(ctx) => {
+            let dtype = match args.dtype {
+                ModelDtype::F32 => DType::F32,
+                ModelDtype::F16 => DType::F16,
+            };
+            bench_gpu(&ctx, &arch, args.mode, args.batch, args.seq, dtype, args.warmup, args.runs, args.seed)?
         }
-        BackendChoice::Auto => {
-            log::warn!("the GPU forward pass is not available in this build yet, so the model runs on the CPU");
+        Backend::Cpu => {
+            if args.dtype == ModelDtype::F16 {
+                return Err(Error::Invalid(
+                    "--dtype f16 is not supported on the CPU backend, which computes in f32; use --dtype f32".into(),
+                ));
+            }
+            bench_cpu(&arch, args.mode, args.batch, args.seq, args.warmup, args.runs, args.seed)?
         }
-        BackendChoice::Cpu => {}
-    }
-    if args.dtype == ModelDtype::F16 {
-        return Err(Error::Invalid(
-            "--dtype f16 is not supported on the CPU backend, which computes in f32; use --dtype f32".into(),
-        ));
-    }
-
-    let result = bench_cpu(&arch, args.mode, args.batch, args.seq, args.warmup, args.runs, args.seed)?;
+    };
     if global.json {
         return super::print_json(&result);
     }

@@ -113,6 +113,20 @@ impl GpuKvCache {
         self.len = self.len.min(len);
     }
 
+    /// Marks the first `len` positions as filled without writing them, for decode benchmarks
+    /// that skip the prefill. Those positions keep the buffer contents (zeros after
+    /// [`GpuModel::new_cache`]), which do not change the work a decode step does.
+    pub fn assume_filled(&mut self, len: usize) -> Result<()> {
+        if len > self.capacity {
+            return Err(Error::Invalid(format!(
+                "cannot mark {len} positions filled in a KV cache of capacity {}; allocate a larger cache",
+                self.capacity
+            )));
+        }
+        self.len = len;
+        Ok(())
+    }
+
     /// Bytes allocated on the device.
     pub fn bytes(&self) -> u64 {
         self.k.iter().chain(&self.v).map(allocated).sum()
@@ -149,7 +163,7 @@ impl Workspace {
 /// Rows `start .. start + rows` of the output head. The matmul kernel binds its B operand
 /// whole, so a head larger than one storage binding (GPT-2's 50257 x 768 f32 head is 154 MB)
 /// is kept as several blocks, each producing its own slice of the logits. A tied head that
-/// fits is the token embedding tensor itself; a tied head that needs blocks is stored a second
+/// fits is the token embedding tensor itself. A tied head that needs blocks is stored a second
 /// time as blocks, and that copy counts in the model's memory.
 #[derive(Debug)]
 struct HeadBlock {
@@ -320,13 +334,13 @@ impl GpuModel {
         self.weight_bytes
     }
 
-    /// Bytes of all buffers the model holds (weights, workspace, logits), plus `cache`.
+    /// Bytes of all buffers the model allocated (weights, workspace, logits), plus `cache`.
     pub fn allocated_bytes(&self, cache: &GpuKvCache) -> u64 {
         let logits: u64 = self.logits.iter().map(allocated).sum();
         self.weight_bytes + self.workspace.bytes() + logits + cache.bytes()
     }
 
-    /// The logits tensors for `batch` sequences, reallocated when the batch changes.
+    /// Returns the logits tensors for `batch` sequences, reallocating them when the batch changes.
     fn logits_for(&mut self, batch: usize) -> Result<Vec<GpuTensor>> {
         let matches = self.logits.first().is_some_and(|t| t.shape()[0] == batch);
         if !matches {
@@ -413,8 +427,8 @@ impl GpuModel {
         self.download_logits(&logits, batch)
     }
 
-    /// Runs one decode step: `tokens` holds one new token per sequence; the cache grows by one.
-    /// Returns the logits `[batch, vocab]`.
+    /// Runs one decode step with one new token per sequence in `tokens`, so the cache grows by
+    /// one position. Returns the logits `[batch, vocab]`.
     pub fn decode(&mut self, tokens: &[u32], cache: &mut GpuKvCache) -> Result<Vec<f32>> {
         let inputs = self.decode_inputs(tokens, cache)?;
         let logits = self.logits_for(cache.batch)?;
@@ -439,7 +453,7 @@ impl GpuModel {
         }
         if cache.batch != batch || cache.capacity < seq {
             return Err(Error::Invalid(format!(
-                "the KV cache holds batch {} and {} positions but prefill needs batch {batch} and {seq}; allocate a matching cache",
+                "the KV cache has batch {} and {} positions but prefill needs batch {batch} and {seq}; allocate a matching cache",
                 cache.batch, cache.capacity
             )));
         }
@@ -683,8 +697,8 @@ fn record_norm(rec: &mut Recorder<'_>, kind: Norm, x: &GpuTensor, weights: &GpuN
 /// - `Mode::Prefill`: `batch` sequences of `seq` tokens from an empty cache, in chunks (see
 ///   the module docs).
 /// - `Mode::Decode`: one token per sequence against a cache holding `seq - 1` positions, so
-///   `seq` positions are attended. The cache is not filled by a prefill: it holds zeros,
-///   because the values do not change the work done.
+///   `seq` positions are attended. No prefill fills the cache, so it contains zeros, which
+///   do not change the work done.
 ///
 /// `peak_memory_bytes` is the bytes of all buffers the model allocated: weights, KV cache,
 /// activation workspace, decode scratch and logits.
@@ -728,7 +742,7 @@ pub fn bench_gpu(
         }
         Mode::Decode => {
             let tokens = random_tokens(batch, vocab_size, seed);
-            cache.len = seq - 1;
+            cache.assume_filled(seq - 1)?;
             let step = model.decode_inputs(&tokens, &cache)?;
             time_gpu(ctx, warmup, runs, |rec| model.record_decode(rec, &step, &cache, &logits))?
         }

@@ -235,8 +235,8 @@ fn decode_spec(entry_point: &'static str, dtype: DType, head_dim: usize) -> Kern
     spec
 }
 
-/// The specialised WGSL of every kernel variant for `dtype` and `head_dim`, as the pipelines
-/// compile it, for shader validation tests: (label, source).
+/// Returns (label, source) of the specialised WGSL of every kernel variant for `dtype` and
+/// `head_dim`, as the pipelines compile it, for shader validation tests.
 pub fn specialised_sources(dtype: DType, head_dim: usize) -> Vec<(String, String)> {
     let mut specs = vec![decode_spec("split", dtype, head_dim)];
     for block_k in [1, 8, 64] {
@@ -389,7 +389,7 @@ pub fn record_decode(
     let split_workgroups = shape.batch * shape.n_heads * shape.n_chunks();
     if split_workgroups != scratch.partials || shape.head_dim != scratch.head_dim {
         return Err(Error::Invalid(format!(
-            "decode attention scratch holds {} partials of head_dim {} but the shape needs {} of head_dim {}; allocate it from this shape",
+            "decode attention scratch has {} partials of head_dim {} but the shape needs {} of head_dim {}; allocate it from this shape",
             scratch.partials, scratch.head_dim, split_workgroups, shape.head_dim
         )));
     }
@@ -460,7 +460,7 @@ pub fn record_kv_append(rec: &mut Recorder<'_>, shape: &KvAppendShape, k_new: &G
     Ok(())
 }
 
-/// Causal prefill attention on the GPU: uploads `q` `[batch, n_q, n_heads, head_dim]` and `k`,
+/// Runs causal prefill attention on the GPU: uploads `q` `[batch, n_q, n_heads, head_dim]` and `k`,
 /// `v` `[batch, kv_capacity, n_kv_heads, head_dim]` as `dtype` (f16 rounds to nearest), runs
 /// the kernel and returns the output `[batch, n_q, n_heads, head_dim]` as f32. The GPU twin
 /// of `cpu::attention_prefill_ref` when `shape` is [`PrefillShape::causal`].
@@ -478,7 +478,7 @@ pub fn attention_prefill(ctx: &GpuContext, q: &[f32], k: &[f32], v: &[f32], shap
     Ok(out.to_f32(ctx)?)
 }
 
-/// Decode attention on the GPU: `q` `[batch, n_heads, head_dim]` against caches `[batch,
+/// Runs decode attention on the GPU: `q` `[batch, n_heads, head_dim]` against caches `[batch,
 /// cache_capacity, n_kv_heads, head_dim]` whose first `cache_len` rows are valid, uploaded as
 /// `dtype`. Returns `[batch, n_heads, head_dim]` as f32. The GPU twin of
 /// `cpu::attention_decode_ref` when `cache_capacity == cache_len`.
