@@ -270,7 +270,7 @@ fn tree_exhausts_small_space() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);
     let mut leaves = HashSet::new();
     tree.run(1000, &mut scorer, &HashSet::new(), &mut rng, &mut |c| {
-        leaves.insert(c.choices);
+        leaves.insert(c.choices.to_vec());
     })
     .unwrap();
     assert!(tree.is_exhausted());

@@ -3,10 +3,11 @@
 //! Objectives are turned into minimised values and normalised so that the feasible ok points
 //! seen so far span [0, 1] in each coordinate. A prediction is scored at its optimistic point
 //! `mean ∓ κ·std` (toward better). One objective: the reward is `1 − o`, which exceeds 1 for a
-//! point predicted better than the best seen. Several objectives: the hypervolume improvement
-//! of the optimistic point over the current Pareto front (reference point 1.1 in each
-//! normalised coordinate), or, when it is dominated, minus its additive distance to the
-//! non-dominated region, so dominated points still rank by closeness. Constraints enter
+//! point predicted better than the best seen. Several objectives: the reward is the
+//! hypervolume improvement of the optimistic point over the current Pareto front, with
+//! reference point 1.1 in each normalised coordinate. A dominated point gets minus its
+//! additive distance to the non-dominated region instead, so dominated points still rank by
+//! closeness. Constraints enter
 //! through the probability of feasibility `pf` (product of normal CDFs over constraints):
 //! `reward = pf · r + (1 − pf) · (−1)`.
 
@@ -78,6 +79,7 @@ impl Acquisition {
         };
         let normalised: Vec<Vec<f64>> = feasible.iter().map(|p| acquisition.normalise(p)).collect();
         acquisition.front = pareto::front_indices(&normalised).into_iter().map(|i| normalised[i].clone()).collect();
+        acquisition.sort_front();
         acquisition.front_volume = pareto::hypervolume(&acquisition.front, &acquisition.reference);
         acquisition
     }
@@ -86,7 +88,7 @@ impl Acquisition {
         minimised.iter().enumerate().map(|(k, v)| (v - self.lo[k]) / self.span[k]).collect()
     }
 
-    /// The optimistic objective point of one prediction, normalised and minimised.
+    /// Returns the optimistic objective point of one prediction, normalised and minimised.
     pub fn optimistic_point(&self, mean: &[f64], std: &[f64]) -> Vec<f64> {
         self.objectives
             .iter()
@@ -95,12 +97,12 @@ impl Acquisition {
             .collect()
     }
 
-    /// Probability that every constraint holds under the prediction.
+    /// Returns the probability that the prediction satisfies every constraint.
     pub fn feasibility(&self, mean: &[f64], std: &[f64]) -> f64 {
         self.constraints.iter().map(|(t, c)| c.probability(mean[*t], std[*t])).product()
     }
 
-    /// The reward of one prediction (`mean` and `std` per target).
+    /// Computes the reward of one prediction (`mean` and `std` per target).
     pub fn reward(&self, mean: &[f64], std: &[f64]) -> f64 {
         let point = self.optimistic_point(mean, std);
         let objective_reward = self.objective_reward(&point);
@@ -115,7 +117,11 @@ impl Acquisition {
         if point.len() == 1 {
             return 1.0 - point[0];
         }
-        let improvement = pareto::hypervolume_improvement(&self.front, self.front_volume, point, &self.reference);
+        let improvement = if point.len() == 2 {
+            pareto::hypervolume_improvement_2d(&self.front, point, &self.reference)
+        } else {
+            pareto::hypervolume_improvement(&self.front, self.front_volume, point, &self.reference)
+        };
         if improvement > 0.0 {
             improvement
         } else {
@@ -133,7 +139,15 @@ impl Acquisition {
         }
         self.front.retain(|q| !pareto::dominates(&point, q));
         self.front.push(point);
+        self.sort_front();
         self.front_volume = pareto::hypervolume(&self.front, &self.reference);
+    }
+
+    /// Keeps the front sorted by its first coordinate, as the 2-objective fast path needs.
+    fn sort_front(&mut self) {
+        self.front.sort_by(|a, b| {
+            a.iter().zip(b).map(|(x, y)| x.total_cmp(y)).find(|o| o.is_ne()).unwrap_or(std::cmp::Ordering::Equal)
+        });
     }
 
     /// Number of objectives.

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-/// How candidates are proposed.
+/// Search strategy that proposes candidates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
@@ -38,7 +38,7 @@ impl Strategy {
         }
     }
 
-    /// The name used on the command line and in outputs.
+    /// Returns the name used on the command line and in outputs.
     pub fn name(self) -> &'static str {
         match self {
             Strategy::Mcts => "mcts",

@@ -111,6 +111,10 @@ pub fn run_search(
     };
 
     let bar = progress_bar(cfg, history.len());
+    let mut progress = Progress { evaluations: 0, evals: cfg.evals, feasible: 0, best: None };
+    for record in &history {
+        update_progress(&problem, &mut progress, record);
+    }
     let started = Instant::now();
     let mut stopped = false;
     let mut exhausted = false;
@@ -170,8 +174,8 @@ pub fn run_search(
             log::debug!("evaluation {} ({}): {:?} {:?}", record.eval, record.source, record.outcome.status, record.outcome.metrics);
             hooks.on_result(&record.candidate, &record.outcome);
             seen.insert(record.choices.clone());
+            update_progress(&problem, &mut progress, &record);
             history.push(record);
-            let progress = progress_of(&problem, &history, cfg.evals);
             hooks.on_progress(&progress);
             bar.set_position(history.len() as u64);
             if let Some(best) = progress.best {
@@ -282,11 +286,21 @@ fn progress_bar(cfg: &SearchConfig, done: usize) -> indicatif::ProgressBar {
     bar
 }
 
-fn progress_of(problem: &Problem, history: &[EvalRecord], evals: usize) -> Progress {
-    let points = problem.feasible_points(history);
-    let best = points.iter().map(|(_, v)| v[0]).fold(None, |acc: Option<f64>, v| Some(acc.map_or(v, |a| a.min(v))));
-    let best = best.map(|v| problem.objectives[0].to_minimised(v));
-    Progress { evaluations: history.len(), evals, feasible: points.len(), best }
+/// Counts `record` into `progress`, in constant time per evaluation.
+fn update_progress(problem: &Problem, progress: &mut Progress, record: &EvalRecord) {
+    progress.evaluations += 1;
+    if !problem.is_feasible_ok(record) {
+        return;
+    }
+    let Some(point) = problem.objective_vector(&record.outcome.metrics) else {
+        return;
+    };
+    progress.feasible += 1;
+    let objective = &problem.objectives[0];
+    let best_minimised = progress.best.map(|b| objective.to_minimised(b));
+    if best_minimised.is_none_or(|b| point[0] < b) {
+        progress.best = Some(objective.to_minimised(point[0]));
+    }
 }
 
 /// Evaluates `candidates` on up to `workers` threads and hands each outcome to `on_done` in

@@ -150,6 +150,27 @@ pub struct ScoredCandidate {
     pub std: Vec<f64>,
 }
 
+/// A scored rollout as [`Tree::run`] reports it, borrowing the batch's buffers.
+#[derive(Debug, Clone, Copy)]
+pub struct ScoredView<'a> {
+    pub choices: &'a [u32],
+    pub reward: f64,
+    pub mean: &'a [f64],
+    pub std: &'a [f64],
+}
+
+impl ScoredView<'_> {
+    /// Copies the view into an owned [`ScoredCandidate`].
+    pub fn to_owned(&self) -> ScoredCandidate {
+        ScoredCandidate {
+            choices: self.choices.to_vec(),
+            reward: self.reward,
+            mean: self.mean.to_vec(),
+            std: self.std.to_vec(),
+        }
+    }
+}
+
 /// Work done by one [`Tree::run`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TreeStats {
@@ -225,7 +246,7 @@ impl<'a> Tree<'a> {
         scorer: &mut dyn LeafScorer,
         avoid: &HashSet<Vec<u32>>,
         rng: &mut StdRng,
-        on_scored: &mut dyn FnMut(ScoredCandidate),
+        on_scored: &mut dyn FnMut(&ScoredView<'_>),
     ) -> crate::Result<()> {
         let mut done = 0usize;
         let mut prefix: Vec<u32> = Vec::new();
@@ -270,11 +291,11 @@ impl<'a> Tree<'a> {
                     let reward = scorer.reward(&prediction, row);
                     best = best.max(reward);
                     let t = prediction.n_targets;
-                    on_scored(ScoredCandidate {
-                        choices: completions[row].clone(),
+                    on_scored(&ScoredView {
+                        choices: &completions[row],
                         reward,
-                        mean: prediction.mean[row * t..(row + 1) * t].to_vec(),
-                        std: prediction.std[row * t..(row + 1) * t].to_vec(),
+                        mean: &prediction.mean[row * t..(row + 1) * t],
+                        std: &prediction.std[row * t..(row + 1) * t],
                     });
                 }
                 self.backup(leaf.node, best);

@@ -25,7 +25,7 @@ pub trait Surrogate: Send {
     /// Short name written to `summary.json`.
     fn name(&self) -> &str;
 
-    /// Fits the model on all rows so far: `x` holds one feature vector per row and `y` one
+    /// Fits the model on all rows so far: `x` contains one feature vector per row and `y` one
     /// target vector per row. Called again after each round with the grown data, so a model
     /// may warm-start from its previous weights.
     fn fit(&mut self, x: &[Vec<f64>], y: &[Vec<f64>]) -> crate::Result<()>;
@@ -74,7 +74,7 @@ struct Member {
 }
 
 impl RidgeEnsemble {
-    /// An ensemble of `members` models, each with up to `pairs_per_member` pairwise products,
+    /// Creates an ensemble of `members` models, each with up to `pairs_per_member` pairwise products,
     /// ridge penalty `lambda` (on standardised data) and a `seed` for the bootstrap.
     pub fn new(members: usize, pairs_per_member: usize, lambda: f64, seed: u64) -> Self {
         RidgeEnsemble {
@@ -87,7 +87,7 @@ impl RidgeEnsemble {
         }
     }
 
-    /// The default: 8 members, 48 pairwise products each, penalty 1.
+    /// Creates the default ensemble: 8 members, 48 pairwise products each, penalty 1.
     pub fn with_seed(seed: u64) -> Self {
         RidgeEnsemble::new(8, 48, 1.0, seed)
     }
@@ -208,7 +208,7 @@ impl Surrogate for RidgeEnsemble {
             let p = n_basis(n_features, pairs.len());
             let mut gram = vec![0.0; p * p];
             let mut rhs = vec![0.0; p * n_targets];
-            // One bootstrap sample per member; a lone member sees every row once.
+            // Each member fits its own bootstrap sample, except that a lone member fits every row once.
             let rows: Vec<usize> = if self.members == 1 {
                 (0..n).collect()
             } else {
@@ -390,7 +390,7 @@ pub struct MlpSurrogate {
 }
 
 impl MlpSurrogate {
-    /// An untrained ensemble with `config` over the named features and targets. Targets that
+    /// Creates an untrained ensemble with `config` over the named features and targets. Targets that
     /// are positive in every row of the first fit are fitted in log space unless
     /// `config.log_targets` is set.
     pub fn new(config: crate::surrogate::EnsembleConfig, feature_names: &[String], target_names: &[String]) -> Self {

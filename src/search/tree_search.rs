@@ -138,7 +138,9 @@ impl Proposer for MctsProposer {
             };
             let mut tree = Tree::new(ctx.space, self.settings.clone(), &self.priors);
             tree.run(self.simulations_per_round, &mut scorer, ctx.seen, ctx.rng, &mut |scored| {
-                pool.entry(scored.choices.clone()).or_insert(scored);
+                if !pool.contains_key(scored.choices) {
+                    pool.insert(scored.choices.to_vec(), scored.to_owned());
+                }
             })?;
             tree.stats
         };
