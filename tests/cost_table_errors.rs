@@ -86,9 +86,14 @@ fn corrupted_entry_names_its_path() {
     assert!(err.contains("not a positive finite number"), "{err}");
 
     let mut value = serde_json::to_value(&table).unwrap();
-    value["entries"][0]["shape"] = serde_json::json!({"m": 1});
+    // entries[0] is the token embedding, whose dimensions are rows and cols.
+    value["entries"][0]["shape"] = serde_json::json!({"rows": 1});
     let err = CostTable::from_json(&value.to_string(), "t.json").unwrap_err().to_string();
-    assert!(err.contains("missing dimension"), "{err}");
+    assert!(err.contains("missing dimension `cols`"), "{err}");
+
+    value["entries"][0]["shape"] = serde_json::json!({"rows": 1, "cols": 8, "m": 1});
+    let err = CostTable::from_json(&value.to_string(), "t.json").unwrap_err().to_string();
+    assert!(err.contains("has no dimension `m`"), "{err}");
 }
 
 #[test]

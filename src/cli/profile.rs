@@ -46,7 +46,7 @@ pub struct Args {
     #[arg(long)]
     pub samples: Option<usize>,
 
-    /// Most distinct shapes profiled per op kind before thinning to a grid [default: 400, --quick 24].
+    /// Maximum distinct shapes profiled per op kind before thinning to a grid [default: 400, --quick 24].
     #[arg(long)]
     pub max_shapes: Option<usize>,
 
@@ -152,7 +152,7 @@ fn dedup_modes(modes: &[Mode]) -> Vec<Mode> {
     out
 }
 
-/// The op timer of the requested backend.
+/// Opens the op timer of the requested backend.
 fn open_timer(choice: BackendChoice, dtype: Dtype) -> crate::Result<Box<dyn OpTimer>> {
     let backend = match choice {
         // Profiling must not silently switch devices, so `auto` is resolved here once and the

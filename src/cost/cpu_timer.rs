@@ -33,7 +33,7 @@ impl CpuOpTimer {
         CpuOpTimer { seed: 0x5eed }
     }
 
-    /// Deterministic values uniform in [-1, 1), different for each buffer.
+    /// Returns deterministic values uniform in [-1, 1), different for each buffer.
     fn random(&mut self, len: usize) -> Vec<f32> {
         self.seed = self.seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
         let mut state = self.seed;
@@ -293,7 +293,8 @@ mod tests {
         for op in &ops {
             let stats = timer.time_op(op, 1, 3).unwrap();
             assert_eq!(stats.runs, 3, "{op}");
-            assert!(stats.median_ns >= 1.0 && stats.p10_ns <= stats.p90_ns, "{op}: {stats:?}");
+            assert!(stats.median_ns >= 1.0, "{op}: {stats:?}");
+            assert!(stats.p10_ns <= stats.p90_ns, "{op}: {stats:?}");
         }
         assert!(timer.time_dispatch_overhead(1, 5).unwrap().median_ns > 0.0);
     }
