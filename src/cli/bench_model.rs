@@ -100,6 +100,7 @@ fn print_table(summary: &str, r: &ModelBenchResult) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::device::BackendChoice;
 
     fn global(backend: BackendChoice) -> Global {
         Global { backend, json: true, verbose: 0, quiet: 0, threads: None }
