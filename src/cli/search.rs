@@ -340,18 +340,30 @@ fn build_evaluator(
     }
 }
 
-/// Selects the forward-pass backend of the `measure` evaluator for `--backend`.
+/// Selects the forward-pass backend of the `measure` evaluator for `--backend`. `auto` measures
+/// on a hardware GPU when there is one. A CPU-type adapter such as lavapipe emulates the GPU on
+/// the processor and is many times slower than the native CPU kernels, so `auto` uses the CPU
+/// there; `--backend gpu` still forces it.
 fn select_backend(choice: BackendChoice) -> crate::Result<Box<dyn crate::eval::measure::ForwardBackend>> {
+    use crate::eval::measure::{CpuBackend, GpuBackend};
+
     match choice {
-        BackendChoice::Cpu => Ok(Box::new(crate::eval::measure::CpuBackend::new())),
-        // NOTE: the GPU forward pass is not part of this build, so `auto` measures on the CPU.
-        BackendChoice::Auto => {
-            log::warn!("the measure evaluator has no GPU forward pass in this build; measuring on the CPU");
-            Ok(Box::new(crate::eval::measure::CpuBackend::new()))
-        }
-        BackendChoice::Gpu => Err(crate::Error::Invalid(
-            "the measure evaluator has no GPU forward pass in this build; use --backend cpu or auto".into(),
-        )),
+        BackendChoice::Cpu => Ok(Box::new(CpuBackend::new())),
+        BackendChoice::Gpu => Ok(Box::new(GpuBackend::new(crate::device::shared_gpu()?))),
+        BackendChoice::Auto => match crate::device::Backend::resolve(BackendChoice::Auto)? {
+            crate::device::Backend::Gpu(ctx) if ctx.info.device_type != wgpu::DeviceType::Cpu => {
+                log::info!("measuring candidates on the GPU {}", ctx.info.name);
+                Ok(Box::new(GpuBackend::new(ctx)))
+            }
+            crate::device::Backend::Gpu(ctx) => {
+                log::warn!(
+                    "the GPU adapter {} is a CPU emulation; measuring candidates with the CPU kernels (use --backend gpu to measure on it anyway)",
+                    ctx.info.name
+                );
+                Ok(Box::new(CpuBackend::new()))
+            }
+            crate::device::Backend::Cpu => Ok(Box::new(CpuBackend::new())),
+        },
     }
 }
 
