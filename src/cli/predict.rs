@@ -237,7 +237,7 @@ pub fn run_validate(args: &ValidateArgs, global: &Global) -> crate::Result<()> {
     if args.n < 2 {
         return Err(Error::Invalid(format!("--n ({}) must be at least 2 to rank models", args.n)));
     }
-    check_backend(&table, global)?;
+    let measurer = Measurer::for_table(&table, global)?;
     let space = args.space.clone().unwrap_or_else(|| table.settings.space.clone());
     let modes = match args.mode {
         Some(mode) => vec![mode],
@@ -268,7 +268,7 @@ pub fn run_validate(args: &ValidateArgs, global: &Global) -> crate::Result<()> {
         let measure = |arch: &Architecture, role: &'static str| -> crate::Result<ModelRow> {
             bar.set_message(format!("{mode} {}", arch.summary()));
             let raw_ms = predictor.predict(arch, mode, batch, seq)?.raw_ms;
-            let measured = crate::model::bench_cpu(arch, mode.into(), batch as usize, seq as usize, args.warmup, args.runs, args.seed)?;
+            let measured = measurer.bench(arch, mode, batch as usize, seq as usize, args.warmup, args.runs, args.seed)?;
             bar.inc(1);
             Ok(ModelRow {
                 arch: arch.clone(),
@@ -356,25 +356,70 @@ fn print_validation(output: &ValidateOutput, path: &std::path::Path, table: &Cos
     }
 }
 
-/// Fails unless this build can measure models on the table's device.
-fn check_backend(table: &CostTable, global: &Global) -> crate::Result<()> {
-    if table.device.backend != "cpu" {
-        return Err(Error::Invalid(format!(
-            "{} was profiled on the GPU {} ({}); this build measures whole models on the CPU only, so validate a CPU table",
-            table.path(),
-            table.device.name,
-            table.device.backend
-        )));
+/// Where `validate-cost` measures whole models: the device the table was profiled on.
+enum Measurer {
+    Cpu,
+    Gpu(std::sync::Arc<crate::device::GpuContext>, crate::device::DType),
+}
+
+impl Measurer {
+    /// Opens the table's device, or fails with what to do instead. A table from another device
+    /// still predicts; it only cannot be validated here.
+    fn for_table(table: &CostTable, global: &Global) -> crate::Result<Measurer> {
+        use crate::device::BackendChoice;
+        if table.device.backend == "cpu" {
+            if global.backend == BackendChoice::Gpu {
+                return Err(Error::Invalid(format!("{} is a CPU table but --backend gpu was given; use --backend cpu or auto", table.path())));
+            }
+            table.require_dtype(Dtype::F32)?;
+            let host = crate::device::cpu_model_name();
+            if table.device.name != host {
+                log::warn!("{} was profiled on {}, but this machine is {host}; the scores compare two machines", table.path(), table.device.name);
+            }
+            return Ok(Measurer::Cpu);
+        }
+        if global.backend == BackendChoice::Cpu {
+            return Err(Error::Invalid(format!(
+                "{} was profiled on the GPU {} ({}) but --backend cpu was given; validate it with --backend gpu or auto",
+                table.path(),
+                table.device.name,
+                table.device.backend
+            )));
+        }
+        let ctx = crate::device::shared_gpu().map_err(|e| {
+            Error::Invalid(format!(
+                "{} was profiled on the GPU {} ({}), and this machine has no usable GPU ({e}); validate it on that machine",
+                table.path(),
+                table.device.name,
+                table.device.backend
+            ))
+        })?;
+        if ctx.info.name != table.device.name || ctx.info.backend.to_str() != table.device.backend {
+            return Err(Error::Invalid(format!(
+                "{} was profiled on {} ({}), but this machine's GPU is {} ({}); validate it on that machine, or profile this one",
+                table.path(),
+                table.device.name,
+                table.device.backend,
+                ctx.info.name,
+                ctx.info.backend.to_str()
+            )));
+        }
+        let dtype = match table.dtype {
+            Dtype::F32 => crate::device::DType::F32,
+            Dtype::F16 => crate::device::DType::F16,
+            other => return Err(Error::Invalid(format!("{} holds {other} timings; the GPU model runs f32 or f16 only", table.path()))),
+        };
+        Ok(Measurer::Gpu(ctx, dtype))
     }
-    if global.backend == crate::device::BackendChoice::Gpu {
-        return Err(Error::Invalid(format!("{} is a CPU table but --backend gpu was given; use --backend cpu or auto", table.path())));
+
+    /// Measures one whole forward pass of `arch` on the table's device.
+    #[allow(clippy::too_many_arguments)]
+    fn bench(&self, arch: &Architecture, mode: Mode, batch: usize, seq: usize, warmup: usize, runs: usize, seed: u64) -> crate::Result<crate::model::ModelBenchResult> {
+        match self {
+            Measurer::Cpu => crate::model::bench_cpu(arch, mode.into(), batch, seq, warmup, runs, seed),
+            Measurer::Gpu(ctx, dtype) => crate::model::gpu::bench_gpu(ctx, arch, mode.into(), batch, seq, *dtype, warmup, runs, seed),
+        }
     }
-    table.require_dtype(Dtype::F32)?;
-    let host = crate::device::cpu_model_name();
-    if table.device.name != host {
-        log::warn!("{} was profiled on {}, but this machine is {host}; the scores compare two machines", table.path(), table.device.name);
-    }
-    Ok(())
 }
 
 /// Draws `count` distinct architectures of the space, skipping those above `max_params`.

@@ -3,6 +3,7 @@
 use super::Global;
 use crate::arch::{Architecture, Dtype};
 use crate::cost::cpu_timer::CpuOpTimer;
+use crate::cost::gpu_timer::GpuOpTimer;
 use crate::cost::{plan_shapes, profile_table, CostTable, Mode, OpTimer, ProfileOptions, ProfileSettings};
 use crate::device::{Backend, BackendChoice};
 use crate::space::{Candidate, SearchSpace};
@@ -154,29 +155,15 @@ fn dedup_modes(modes: &[Mode]) -> Vec<Mode> {
 
 /// Opens the op timer of the requested backend.
 fn open_timer(choice: BackendChoice, dtype: Dtype) -> crate::Result<Box<dyn OpTimer>> {
-    let backend = match choice {
-        // Profiling must not silently switch devices, so `auto` is resolved here once and the
-        // table records what was used.
-        BackendChoice::Auto | BackendChoice::Gpu => Backend::resolve(choice)?,
-        BackendChoice::Cpu => Backend::Cpu,
-    };
-    match backend {
+    // `auto` is resolved here once and the table records the device used.
+    match Backend::resolve_for_measurement(choice)? {
         Backend::Cpu => {
             if dtype != Dtype::F32 {
                 return Err(Error::Invalid(format!("the CPU backend profiles f32 kernels only, not {dtype}; use --dtype f32")));
             }
             Ok(Box::new(CpuOpTimer::new()))
         }
-        Backend::Gpu(ctx) => {
-            if choice == BackendChoice::Auto {
-                log::warn!("GPU op timing is not available in this build; profiling on the CPU instead of {}", ctx.info.name);
-                return open_timer(BackendChoice::Cpu, dtype);
-            }
-            Err(Error::Invalid(format!(
-                "GPU op timing is not available in this build, so {} cannot be profiled; use --backend cpu",
-                ctx.info.name
-            )))
-        }
+        Backend::Gpu(ctx) => Ok(Box::new(GpuOpTimer::new(ctx, dtype)?)),
     }
 }
 

@@ -9,6 +9,7 @@ use crate::eval::proxy::{AnalyticSettings, ProxyEvaluator, Quality};
 use crate::eval::Evaluator;
 use crate::search::plot::{write_pareto_svg, PlotAxis, PlotData};
 use crate::search::{Constraint, NoHooks, Objective, SearchConfig, SearchReport, Sense, Strategy};
+use crate::search::{CostTableFeedback, MeasuredPass};
 use crate::space::table::TableSpace;
 use crate::space::{Candidate, SearchSpace};
 use std::path::{Path, PathBuf};
@@ -170,14 +171,6 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
 
     let objectives = build_objectives(args, kind, quality)?;
     let constraints = build_constraints(args)?;
-    if args.table.is_some() {
-        // NOTE: cost tables (`crate::cost`) are not part of this build yet, so --table cannot
-        // predict or recalibrate latency.
-        return Err(crate::Error::Invalid(
-            "--table needs cost-table support, which this build does not include yet; run without --table".into(),
-        ));
-    }
-
     let required: Vec<String> = objectives
         .iter()
         .map(|o| o.metric.clone())
@@ -221,7 +214,20 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
         out_dir.display()
     );
 
-    let report = crate::search::run_search(space, evaluator, &cfg, &mut NoHooks)?;
+    let mut feedback = match &args.table {
+        Some(path) => Some(cost_feedback(args, path, &*evaluator)?),
+        None => None,
+    };
+    let report = match feedback.as_mut() {
+        Some(hooks) => crate::search::run_search(space, evaluator, &cfg, hooks)?,
+        None => crate::search::run_search(space, evaluator, &cfg, &mut NoHooks)?,
+    };
+    if let Some(feedback) = &feedback {
+        let path = out_dir.join("cost_table.json");
+        let mut table = feedback.table().clone();
+        table.save(&path)?;
+        log::info!("wrote the recalibrated cost table to {}", path.display());
+    }
 
     write_plot(&out_dir, &objectives, &report)?;
     let exported = if args.export_front { export_front(&out_dir, &report) } else { Vec::new() };
@@ -243,6 +249,44 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Joins the cost table at `path` to the search: its predictions become surrogate features, and
+/// the evaluator's measured latencies recalibrate it. The latencies are taken to be measured at
+/// `--measure-batch` and `--measure-seq`, as the `measure` evaluator does.
+fn cost_feedback(args: &Args, path: &std::path::Path, evaluator: &dyn Evaluator) -> crate::Result<CostTableFeedback> {
+    let table = crate::cost::CostTable::load(path)?;
+    let settings = MeasureSettings {
+        batch: args.measure_batch,
+        prefill_seq: args.measure_seq,
+        decode_cache: args.measure_seq,
+        ..MeasureSettings::default()
+    };
+    let reported = evaluator.metric_names();
+    let passes: Vec<MeasuredPass> = MeasuredPass::of_measure(&settings)
+        .into_iter()
+        .filter(|p| reported.contains(&p.metric) && table.settings.modes.contains(&p.mode))
+        .collect();
+    if passes.is_empty() {
+        return Err(crate::Error::Invalid(format!(
+            "--table {} is recalibrated with measured latencies, but the {} evaluator reports neither latency_prefill_ms nor latency_decode_ms in a mode the table has ({}); use --evaluator measure",
+            path.display(),
+            evaluator.name(),
+            table.settings.modes.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    if table.settings.batch != args.measure_batch || table.settings.seq != args.measure_seq {
+        log::info!(
+            "{} was profiled at batch {}, seq {}; predicting the measured passes at batch {}, seq {} by interpolation",
+            path.display(),
+            table.settings.batch,
+            table.settings.seq,
+            args.measure_batch,
+            args.measure_seq
+        );
+    }
+    log::info!("cost table {} ({}, {}) recalibrates on {}", path.display(), table.device.name, table.device.backend, passes.iter().map(|p| p.metric.as_str()).collect::<Vec<_>>().join(", "));
+    CostTableFeedback::new(table, passes)
 }
 
 /// Builds the search space, and also returns the table space when the candidates are table rows.
@@ -347,23 +391,12 @@ fn build_evaluator(
 fn select_backend(choice: BackendChoice) -> crate::Result<Box<dyn crate::eval::measure::ForwardBackend>> {
     use crate::eval::measure::{CpuBackend, GpuBackend};
 
-    match choice {
-        BackendChoice::Cpu => Ok(Box::new(CpuBackend::new())),
-        BackendChoice::Gpu => Ok(Box::new(GpuBackend::new(crate::device::shared_gpu()?))),
-        BackendChoice::Auto => match crate::device::Backend::resolve(BackendChoice::Auto)? {
-            crate::device::Backend::Gpu(ctx) if ctx.info.device_type != wgpu::DeviceType::Cpu => {
-                log::info!("measuring candidates on the GPU {}", ctx.info.name);
-                Ok(Box::new(GpuBackend::new(ctx)))
-            }
-            crate::device::Backend::Gpu(ctx) => {
-                log::warn!(
-                    "the GPU adapter {} is a CPU emulation; measuring candidates with the CPU kernels (use --backend gpu to measure on it anyway)",
-                    ctx.info.name
-                );
-                Ok(Box::new(CpuBackend::new()))
-            }
-            crate::device::Backend::Cpu => Ok(Box::new(CpuBackend::new())),
-        },
+    match crate::device::Backend::resolve_for_measurement(choice)? {
+        crate::device::Backend::Gpu(ctx) => {
+            log::info!("measuring candidates on the GPU {}", ctx.info.name);
+            Ok(Box::new(GpuBackend::new(ctx)))
+        }
+        crate::device::Backend::Cpu => Ok(Box::new(CpuBackend::new())),
     }
 }
 

@@ -13,7 +13,7 @@
 
 use super::ops::{Op, OpKind};
 use super::table::DeviceInfo;
-use super::timer::OpTimer;
+use super::timer::{OpTimer, PROFILE_VOCAB};
 use super::CostError;
 use crate::arch::Dtype;
 use crate::kernels::attention::cpu::{self as attention, AttentionShape};
@@ -33,19 +33,24 @@ impl CpuOpTimer {
         CpuOpTimer { seed: 0x5eed }
     }
 
-    /// Returns deterministic values uniform in [-1, 1), different for each buffer.
     fn random(&mut self, len: usize) -> Vec<f32> {
-        self.seed = self.seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-        let mut state = self.seed;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
+        random_values(&mut self.seed, len)
     }
+}
+
+/// Returns deterministic values uniform in [-1, 1), different for each call with the same
+/// `seed` state, which it advances.
+pub(super) fn random_values(seed: &mut u64, len: usize) -> Vec<f32> {
+    *seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+    let mut state = *seed;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
 }
 
 /// Times `run` after `warmup` untimed calls; `reset` runs before every call, untimed. `run`
@@ -160,9 +165,7 @@ impl OpTimer for CpuOpTimer {
             }
             OpKind::Embedding => {
                 let (rows, cols) = (d[0], d[1]);
-                // A 32000-row table as in the built-in spaces; the gather cost depends on the
-                // rows copied, not on the table size.
-                let vocab = 32_000usize;
+                let vocab = PROFILE_VOCAB;
                 let table = self.random(vocab * cols);
                 let ids: Vec<u32> = (0..rows).map(|i| ((i * 7919) % vocab) as u32).collect();
                 let mut out = vec![0.0f32; rows * cols];

@@ -11,14 +11,15 @@
 //!   extrapolation.
 //! - [`calibrate`]: the per-mode linear correction fitted to measured models.
 //! - [`profile`]: which shapes to profile for a set of architectures, and the profiling loop.
-//! - [`timer`]: the [`OpTimer`] trait that times one op on a device, and [`cpu_timer`], its CPU
-//!   implementation.
+//! - [`timer`]: the [`OpTimer`] trait that times one op on a device; [`cpu_timer`] and
+//!   [`gpu_timer`] implement it for the CPU kernels and the WGSL kernels.
 //!
 //! Prediction never opens a device: a table carries everything it needs, so a table profiled on
 //! one machine predicts on any other.
 
 pub mod calibrate;
 pub mod cpu_timer;
+pub mod gpu_timer;
 pub mod ops;
 pub mod predict;
 pub mod profile;

@@ -214,12 +214,23 @@ fn least_squares_ones(rows: &[[f64; 3]], columns: &[usize]) -> Option<Vec<f64>> 
 /// Predicts from one table, with the per-kind interpolation models built once. Build one when
 /// predicting many architectures.
 pub struct Predictor<'a> {
-    table: &'a CostTable,
+    table: std::borrow::Cow<'a, CostTable>,
     kinds: HashMap<OpKind, KindModel>,
+    warn: bool,
 }
 
 impl<'a> Predictor<'a> {
     pub fn new(table: &'a CostTable) -> Predictor<'a> {
+        Predictor::build(std::borrow::Cow::Borrowed(table))
+    }
+
+    /// A predictor that owns its table, for callers that keep it while the original changes.
+    /// Its calibration is the one `table` has now.
+    pub fn owned(table: CostTable) -> Predictor<'static> {
+        Predictor::build(std::borrow::Cow::Owned(table))
+    }
+
+    fn build(table: std::borrow::Cow<'a, CostTable>) -> Predictor<'a> {
         let kinds = OpKind::ALL
             .into_iter()
             .filter_map(|kind| {
@@ -227,7 +238,15 @@ impl<'a> Predictor<'a> {
                 (!entries.is_empty()).then(|| (kind, KindModel::new(entries, table.dtype)))
             })
             .collect();
-        Predictor { table, kinds }
+        Predictor { table, kinds, warn: true }
+    }
+
+    /// Stops [`Predictor::predict`] from logging extrapolated shapes; they are still listed in
+    /// each prediction. For callers that predict many candidates and report extrapolation
+    /// themselves.
+    pub fn quiet(mut self) -> Self {
+        self.warn = false;
+        self
     }
 
     /// Predicted latency of one op in nanoseconds, excluding dispatch overhead.
@@ -298,7 +317,7 @@ impl<'a> Predictor<'a> {
             });
         }
 
-        if !prediction.extrapolated.is_empty() {
+        if self.warn && !prediction.extrapolated.is_empty() {
             log::warn!(
                 "{} of {} op shapes of {arch} lie far outside the cost table's range, so their latencies are extrapolated: {}",
                 prediction.extrapolated.len(),

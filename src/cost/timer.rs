@@ -26,3 +26,7 @@ pub trait OpTimer {
     /// adds per op when [`OpTimer::includes_dispatch_overhead`] is false.
     fn time_dispatch_overhead(&mut self, warmup: usize, runs: usize) -> Result<TimingStats, CostError>;
 }
+
+/// Rows of the embedding table that timers gather from, as in the built-in spaces. The gather
+/// cost depends on the rows copied, not on the table size.
+pub const PROFILE_VOCAB: usize = 32_000;

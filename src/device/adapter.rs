@@ -89,7 +89,7 @@ pub struct AdapterSummary {
     pub selected: bool,
 }
 
-fn device_type_name(device_type: wgpu::DeviceType) -> &'static str {
+pub(crate) fn device_type_name(device_type: wgpu::DeviceType) -> &'static str {
     match device_type {
         wgpu::DeviceType::DiscreteGpu => "discrete",
         wgpu::DeviceType::IntegratedGpu => "integrated",

@@ -20,6 +20,7 @@ pub mod timing;
 mod gpu_tests;
 
 pub use adapter::{list_adapters, AdapterSummary, LimitSummary};
+pub(crate) use adapter::device_type_name;
 pub use pipeline::{specialize_wgsl, Access, Kernel, KernelSpec, ELEMENT_ALIAS_LINE};
 pub use recorder::{fold_grid, Bind, Recorder};
 pub use runtime::{BufferPool, DType, GpuTensor, PoolStats, PooledBuffer};
@@ -249,6 +250,7 @@ pub enum Backend {
 }
 
 static CPU_FALLBACK_WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static EMULATION_WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 impl Backend {
     /// Resolves `choice`. `Auto` falls back to the CPU with one warning per process when no
@@ -266,6 +268,26 @@ impl Backend {
                     Ok(Backend::Cpu)
                 }
             },
+        }
+    }
+
+    /// Resolves `choice` for latency measurement (profiling, validation, the `measure`
+    /// evaluator). Like [`Backend::resolve`], except that `auto` passes over a CPU-type adapter
+    /// such as lavapipe with one warning: it emulates a GPU on the processor and runs many
+    /// times slower than the native CPU kernels, so its latencies describe no real device.
+    /// `gpu` still selects it.
+    pub fn resolve_for_measurement(choice: BackendChoice) -> Result<Backend, DeviceError> {
+        match Backend::resolve(choice)? {
+            Backend::Gpu(ctx) if choice == BackendChoice::Auto && ctx.info.device_type == wgpu::DeviceType::Cpu => {
+                if !EMULATION_WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    log::warn!(
+                        "the GPU adapter {} is a CPU emulation; measuring with the CPU kernels instead (use --backend gpu to measure on it anyway)",
+                        ctx.info.name
+                    );
+                }
+                Ok(Backend::Cpu)
+            }
+            other => Ok(other),
         }
     }
 

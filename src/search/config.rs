@@ -252,6 +252,11 @@ pub trait SearchHooks {
 
     /// Called after each evaluation.
     fn on_progress(&mut self, _progress: &Progress) {}
+
+    /// A field added to `summary.json` when the search ends, as (key, value).
+    fn summary(&self) -> Option<(String, serde_json::Value)> {
+        None
+    }
 }
 
 /// Hooks that do nothing.

@@ -214,7 +214,7 @@ pub fn run_search(
         exhausted,
     )?;
     if let Some(dir) = &cfg.out_dir {
-        outputs::write_outputs(dir, &settings, &problem, &report, proposer.surrogate_name(), elapsed)?;
+        outputs::write_outputs(dir, &settings, &problem, &report, proposer.surrogate_name(), elapsed, hooks.summary())?;
     }
     log::info!(
         "search finished: {} evaluations ({} new), {} on the front, {} simulations",

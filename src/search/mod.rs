@@ -9,6 +9,7 @@
 mod acquisition;
 mod baselines;
 mod config;
+pub mod cost_feedback;
 mod driver;
 mod journal;
 pub mod mcts;
@@ -22,6 +23,7 @@ pub mod table_eval;
 mod tree_search;
 
 pub use acquisition::Acquisition;
+pub use cost_feedback::{CostTableFeedback, MeasuredPass};
 pub use config::{
     FrontPoint, NoHooks, Progress, Rollout, RoundError, SearchConfig, SearchHooks, SearchReport, Selection, Strategy,
     SurrogateKind,

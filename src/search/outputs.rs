@@ -158,6 +158,7 @@ pub(crate) fn write_outputs(
     report: &SearchReport,
     surrogate: Option<String>,
     elapsed_s: f64,
+    extra: Option<(String, serde_json::Value)>,
 ) -> crate::Result<()> {
     let names: Vec<&str> = problem.objectives.iter().map(|o| o.metric.as_str()).collect();
 
@@ -198,7 +199,7 @@ pub(crate) fn write_outputs(
         .collect();
     journal::write_json_atomic(&dir.join("front.json"), &front_json)?;
 
-    let summary = serde_json::json!({
+    let mut summary = serde_json::json!({
         "settings": settings,
         "evaluations": report.history.len(),
         "new_evaluations": report.new_evaluations,
@@ -219,5 +220,8 @@ pub(crate) fn write_outputs(
         },
         "prediction_error": report.prediction_error,
     });
+    if let (Some((key, value)), Some(object)) = (extra, summary.as_object_mut()) {
+        object.insert(key, value);
+    }
     journal::write_json_atomic(&dir.join("summary.json"), &summary)
 }
