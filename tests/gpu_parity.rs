@@ -117,6 +117,28 @@ fn matmul_ragged_shapes() {
     }
 }
 
+/// Products of at most 8 rows run the thin kernel (`shaders/matvec.wgsl`); 9 rows go back to
+/// the tiled one. N is not a multiple of either kernel's columns per workgroup, and K is not a
+/// multiple of the 64 invocations that split it.
+#[test]
+fn matmul_thin_shapes() {
+    let Some(ctx) = gpu_for_tests("matmul_thin_shapes") else { return };
+    assert_eq!(matmul::gpu::MATVEC_MAX_ROWS, 8);
+    for dtype in dtypes(&ctx) {
+        for &(m, n, k) in &[(1, 1001, 771), (2, 3, 5), (5, 67, 300), (8, 45, 129), (9, 45, 129), (1, 17, 64)] {
+            for transpose_b in [false, true] {
+                for with_bias in [false, true] {
+                    check_matmul(&ctx, m, n, k, transpose_b, with_bias, 1.0, dtype);
+                }
+            }
+        }
+    }
+    check_matmul(&ctx, 3, 70, 333, true, true, 1.0e3, DType::F32);
+    if ctx.has_f16() {
+        check_matmul(&ctx, 3, 70, 40, false, true, 30.0, DType::F16);
+    }
+}
+
 #[test]
 fn matmul_large_magnitude() {
     let Some(ctx) = gpu_for_tests("matmul_large_magnitude") else { return };

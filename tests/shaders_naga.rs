@@ -1,6 +1,6 @@
 //! Validates every WGSL file in `shaders/` with naga: parsing, then the validator with all
 //! capabilities (f16 included). Kernels that declare `alias T = f32;` are also validated in
-//! their f16 variant, and the matmul in every specialisation the host builds.
+//! their f16 variant, and the matmul and matvec kernels in every specialisation the host builds.
 
 use alphanas::device::{specialize_wgsl, DType, ELEMENT_ALIAS_LINE};
 use std::path::{Path, PathBuf};
@@ -76,6 +76,20 @@ fn matmul_specialisations_validate() {
                 if let Err(e) = validate(&name, &text) {
                     panic!("{e}");
                 }
+            }
+        }
+    }
+}
+
+#[test]
+fn matvec_specialisations_validate() {
+    let source = alphanas::kernels::matmul::gpu::MATVEC_SHADER;
+    for dtype in [DType::F32, DType::F16] {
+        for has_bias in [0, 1] {
+            let text = specialize_wgsl(source, dtype, &[("HAS_BIAS", has_bias)]).unwrap();
+            let name = format!("matvec {} bias={has_bias}", dtype.name());
+            if let Err(e) = validate(&name, &text) {
+                panic!("{e}");
             }
         }
     }

@@ -31,6 +31,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("activation", activation::gpu::SHADER),
     ("embedding", embedding::gpu::SHADER),
     ("matmul", matmul::gpu::SHADER),
+    ("matvec", matmul::gpu::MATVEC_SHADER),
     ("norm", norm::gpu::SHADER),
     ("residual", embedding::gpu::RESIDUAL_SHADER),
     ("rope", rope::gpu::SHADER),
