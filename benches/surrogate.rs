@@ -3,11 +3,13 @@
 //! (5 members, hidden 64,64, SiLU) over the 24 architecture features with 2 targets, the shape
 //! `scripts/surrogate_torch_bench.py` times in PyTorch.
 //!
-//! Run: `cargo bench --bench surrogate` (add `WGPU_BACKEND=vulkan` to use lavapipe).
+//! Run: `cargo bench --bench surrogate` (add `WGPU_BACKEND=vulkan` to use lavapipe, or
+//! `ALPHANAS_BACKEND=cpu` to time the CPU scorer only). The GPU scorer runs with f32 and with
+//! f16 weights.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-use alphanas::surrogate::{Ensemble, EnsembleConfig, GpuContext, Scorer};
+use alphanas::surrogate::{open_gpu, Ensemble, EnsembleConfig, Scorer, WeightPrecision};
 
 const FEATURES: usize = 24;
 const BATCH_SIZES: &[usize] = &[1, 16, 64, 256, 1024, 4096, 16_384, 65_536];
@@ -28,8 +30,14 @@ fn batch(n: usize) -> Vec<f32> {
 fn score_throughput(c: &mut Criterion) {
     let ensemble = bench_ensemble();
     let mut cpu = ensemble.cpu_scorer();
-    let gpu_context = GpuContext::request().map_err(|e| eprintln!("GPU benchmarks skipped: {e}")).ok();
+    let gpu_context = if std::env::var("ALPHANAS_BACKEND").is_ok_and(|v| v == "cpu") {
+        eprintln!("GPU benchmarks skipped: ALPHANAS_BACKEND=cpu");
+        None
+    } else {
+        open_gpu().map_err(|e| eprintln!("GPU benchmarks skipped: {e}")).ok()
+    };
     let mut gpu = gpu_context.as_ref().map(|ctx| ensemble.gpu_scorer(ctx).expect("GPU scorer builds"));
+    let mut gpu_f16 = gpu_context.as_ref().map(|ctx| ensemble.gpu_scorer_with(ctx, WeightPrecision::F16).expect("GPU scorer builds"));
 
     let mut group = c.benchmark_group("surrogate_score");
     group.sample_size(20);
@@ -39,6 +47,9 @@ fn score_throughput(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("cpu", n), &n, |b, &n| b.iter(|| cpu.score(&x, n).expect("CPU scoring")));
         if let Some(gpu) = gpu.as_mut() {
             group.bench_with_input(BenchmarkId::new("gpu", n), &n, |b, &n| b.iter(|| gpu.score(&x, n).expect("GPU scoring")));
+        }
+        if let Some(gpu) = gpu_f16.as_mut() {
+            group.bench_with_input(BenchmarkId::new("gpu_f16_weights", n), &n, |b, &n| b.iter(|| gpu.score(&x, n).expect("GPU scoring")));
         }
     }
     group.finish();

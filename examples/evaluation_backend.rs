@@ -6,7 +6,7 @@
 
 use alphanas::arch::Dtype;
 use alphanas::space::{Candidate, SearchSpace, Space};
-use alphanas::surrogate::{Ensemble, EnsembleConfig, GpuContext, Scorer};
+use alphanas::surrogate::{open_gpu, Ensemble, EnsembleConfig, Scorer};
 use rand::SeedableRng;
 use std::time::Instant;
 
@@ -52,8 +52,15 @@ fn main() -> alphanas::Result<()> {
         truth.push(label(&space.candidate(&choices))[0]);
     }
 
-    let mut scorer: Box<dyn Scorer> = match GpuContext::request() {
-        Ok(ctx) => Box::new(ensemble.gpu_scorer(&ctx)?),
+    // A CPU-type adapter such as lavapipe scores far slower than the CPU path, so it is used only
+    // when ALPHANAS_BACKEND=gpu asks for it.
+    let forced = std::env::var("ALPHANAS_BACKEND").is_ok_and(|v| v == "gpu");
+    let mut scorer: Box<dyn Scorer> = match open_gpu() {
+        Ok(ctx) if forced || ctx.info.device_type != wgpu::DeviceType::Cpu => Box::new(ensemble.gpu_scorer(&ctx)?),
+        Ok(ctx) => {
+            log::warn!("the only GPU adapter is the software one {}; scoring on the CPU", ctx.info.name);
+            Box::new(ensemble.cpu_scorer())
+        }
         Err(e) => {
             log::warn!("no GPU for the surrogate ({e}); scoring on the CPU");
             Box::new(ensemble.cpu_scorer())

@@ -11,8 +11,10 @@
 //   0 uniform            params: Params (below)
 //   1 storage, read      layers: array<u32>, 4 per layer: n_in, n_out, weight offset, bias
 //                        offset (offsets in f32 elements from the start of a member's block)
-//   2 storage, read      weights: array<f32>, member m's block starts at m * member_stride;
-//                        a layer's weight is n_in × n_out row-major, its bias n_out values
+//   2 storage, read      weights: array<u32>, member m's block starts at m * member_stride;
+//                        a layer's weight is n_in × n_out row-major, its bias n_out values.
+//                        Element i is the f32 with bits weights[i], or with WEIGHTS_F16 = 1 the
+//                        IEEE half in the low (even i) or high (odd i) 16 bits of weights[i >> 1].
 //   3 storage, read      scales: array<f32>: feature mean [n_features], feature 1/std
 //                        [n_features], target mean [n_targets], target std [n_targets], log flag
 //                        [n_targets] (1.0 for a log target, else 0.0)
@@ -21,7 +23,7 @@
 //
 // Sizes: WORKGROUP_SIZE threads per workgroup; each workgroup scores TILE_ROWS consecutive rows.
 // The host substitutes TILE_ROWS, MAX_WIDTH and MEMBER_OUTPUTS below before compiling, because
-// workgroup arrays need sizes known at pipeline creation.
+// workgroup arrays need sizes known at pipeline creation, and WEIGHTS_F16 for the weight storage.
 //
 // Invariants the host keeps:
 //   - MAX_WIDTH >= every layer's n_in and n_out; MEMBER_OUTPUTS >= n_members × n_targets.
@@ -35,6 +37,7 @@ const WORKGROUP_SIZE: u32 = 64u;
 const TILE_ROWS: u32 = 16u;
 const MAX_WIDTH: u32 = 64u;
 const MEMBER_OUTPUTS: u32 = 5u;
+const WEIGHTS_F16: u32 = 0u;
 
 struct Params {
     n_rows: u32,
@@ -49,7 +52,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> layers: array<u32>;
-@group(0) @binding(2) var<storage, read> weights: array<f32>;
+@group(0) @binding(2) var<storage, read> weights: array<u32>;
 @group(0) @binding(3) var<storage, read> scales: array<f32>;
 @group(0) @binding(4) var<storage, read> x: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
@@ -58,6 +61,31 @@ struct Params {
 var<workgroup> activations: array<f32, 2u * TILE_ROWS * MAX_WIDTH>;
 // Back-transformed output of member m, target t, tile row r at (r × MEMBER_OUTPUTS + m × n_targets + t).
 var<workgroup> member_out: array<f32, TILE_ROWS * MEMBER_OUTPUTS>;
+
+// Decodes an IEEE half in the low 16 bits of `h` with integer operations, because
+// `unpack2x16float` needs a capability that some Vulkan drivers without SHADER_F16 lack.
+fn half_to_f32(h: u32) -> f32 {
+    let exponent = (h >> 10u) & 0x1fu;
+    let mantissa = h & 0x3ffu;
+    var magnitude: f32;
+    if exponent == 0u {
+        // Zero or subnormal: mantissa × 2^-24.
+        magnitude = f32(mantissa) * 5.9604645e-8;
+    } else if exponent == 31u {
+        magnitude = bitcast<f32>(0x7f800000u | (mantissa << 13u));
+    } else {
+        // Rebias the exponent from 15 to 127.
+        magnitude = bitcast<f32>(((exponent + 112u) << 23u) | (mantissa << 13u));
+    }
+    return select(magnitude, -magnitude, (h & 0x8000u) != 0u);
+}
+
+fn weight(i: u32) -> f32 {
+    if WEIGHTS_F16 == 1u {
+        return half_to_f32(weights[i >> 1u] >> (16u * (i & 1u)));
+    }
+    return bitcast<f32>(weights[i]);
+}
 
 // Activation codes match `Activation::shader_code` in src/surrogate/mlp.rs.
 fn activate(z: f32, code: u32) -> f32 {
@@ -114,9 +142,9 @@ fn main(
             for (var i = lid; i < rows * n_out; i += WORKGROUP_SIZE) {
                 let r = i / n_out;
                 let o = i % n_out;
-                var acc = weights[b_at + o];
+                var acc = weight(b_at + o);
                 for (var j = 0u; j < n_in; j++) {
-                    acc += activations[src + r * MAX_WIDTH + j] * weights[w_at + j * n_out + o];
+                    acc += activations[src + r * MAX_WIDTH + j] * weight(w_at + j * n_out + o);
                 }
                 if l == last_layer {
                     // Back to the target's units.

@@ -2,19 +2,12 @@
 //! unless `ALPHANAS_REQUIRE_GPU=1`. On a machine without a GPU, run it on lavapipe with
 //! `WGPU_BACKEND=vulkan`.
 
-use alphanas::surrogate::{Activation, Ensemble, EnsembleConfig, GpuContext, Scorer};
+use alphanas::device::{gpu_for_tests, GpuContext};
+use alphanas::surrogate::{Activation, Ensemble, EnsembleConfig, Scorer, WeightPrecision};
+use std::sync::Arc;
 
-fn context_or_skip(test: &str) -> Option<GpuContext> {
-    match GpuContext::request() {
-        Ok(context) => Some(context),
-        Err(e) => {
-            if std::env::var("ALPHANAS_REQUIRE_GPU").as_deref() == Ok("1") {
-                panic!("{test}: ALPHANAS_REQUIRE_GPU=1 but {e}");
-            }
-            eprintln!("{test}: skipped, {e}");
-            None
-        }
-    }
+fn context_or_skip(test: &str) -> Option<Arc<GpuContext>> {
+    gpu_for_tests(test)
 }
 
 /// Rows of `d` features with a wide spread of magnitudes (up to about 1e5), so the
@@ -119,4 +112,52 @@ fn gpu_reuses_buffers_and_rejects_bad_batches() {
     assert_eq!(gpu.dispatches(), 2);
     let empty = gpu.score(&[], 0).unwrap();
     assert_eq!(empty.n, 0);
+}
+
+/// With f16 weights the GPU must match the CPU running the same f16-rounded weights as tightly
+/// as with f32, and stay within 1% of the f32 model's prediction scale.
+#[test]
+fn gpu_f16_weights_match_rounded_cpu() {
+    let Some(context) = context_or_skip("gpu_f16_weights_match_rounded_cpu") else { return };
+    let d = 13;
+    let (x, y) = data(300, d, 4);
+    let cfg = EnsembleConfig { members: 5, hidden: vec![48, 33], epochs: 5, log_targets: vec![false, true], ..Default::default() };
+    let model = Ensemble::fit(&x, &y, names("x", d), names("y", 2), &cfg).unwrap();
+    let mut gpu = model.gpu_scorer_with(&context, WeightPrecision::F16).unwrap();
+    let mut rounded = model.with_f16_weights().cpu_scorer();
+    let mut full = model.cpu_scorer();
+
+    let n = 257;
+    let (bx, _) = data(n, d, 11);
+    let flat: Vec<f32> = bx.iter().flatten().map(|&v| v as f32).collect();
+    let g = gpu.score(&flat, n).unwrap();
+    let c = rounded.score(&flat, n).unwrap();
+    assert_close("f16 mean", &g.mean, &c.mean, &c.mean);
+    assert_close("f16 std", &g.std, &c.std, &c.mean);
+
+    let f = full.score(&flat, n).unwrap();
+    let scale = f.mean.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let worst = g.mean.iter().zip(&f.mean).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(worst <= 0.01 * scale, "f16 weights moved a prediction by {worst}, more than 1% of the scale {scale}");
+}
+
+#[test]
+fn gpu_splits_batches_beyond_one_dispatch() {
+    let Some(context) = context_or_skip("gpu_splits_batches_beyond_one_dispatch") else { return };
+    let d = 5;
+    let (x, y) = data(80, d, 5);
+    let cfg = EnsembleConfig { members: 3, hidden: vec![8], epochs: 2, ..Default::default() };
+    let model = Ensemble::fit(&x, &y, names("x", d), names("y", 2), &cfg).unwrap();
+    let mut gpu = model.gpu_scorer(&context).unwrap();
+    gpu.set_max_rows_per_dispatch(100);
+    assert_eq!(gpu.max_rows_per_dispatch(), 100);
+
+    let n = 1037;
+    let (bx, _) = data(n, d, 9);
+    let flat: Vec<f32> = bx.iter().flatten().map(|&v| v as f32).collect();
+    let g = gpu.score(&flat, n).unwrap();
+    assert_eq!(gpu.dispatches(), 11, "1037 rows in slices of 100");
+    let c = model.cpu_scorer().score(&flat, n).unwrap();
+    assert_close("split mean", &g.mean, &c.mean, &c.mean);
+    assert_close("split std", &g.std, &c.std, &c.mean);
 }

@@ -203,8 +203,15 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
         resume,
         stop: stop.clone(),
         progress: !global.json && global.quiet == 0,
+        scoring_gpu: match crate::device::Backend::resolve_for_measurement(global.backend)? {
+            crate::device::Backend::Gpu(ctx) => Some(ctx),
+            crate::device::Backend::Cpu => None,
+        },
         ..SearchConfig::default()
     };
+    if let Some(ctx) = &cfg.scoring_gpu {
+        log::info!("the surrogate scores each leaf batch on {} in one dispatch", ctx.info.name);
+    }
     log::info!(
         "search: space {}, evaluator {}, strategy {}, {} evaluations, output {}",
         space.name(),

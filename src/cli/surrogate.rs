@@ -7,7 +7,8 @@ use super::{BackendChoice, Global};
 use crate::surrogate::data::{InputSpec, Table};
 use crate::surrogate::metrics::{cross_validate, format_table, TargetMetrics};
 use crate::surrogate::ols::LinearModel;
-use crate::surrogate::{Activation, Ensemble, EnsembleConfig, GpuContext, Scorer, SurrogateError};
+use crate::surrogate::{open_gpu, WeightPrecision};
+use crate::surrogate::{Activation, Ensemble, EnsembleConfig, Scorer, SurrogateError};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -126,6 +127,10 @@ pub struct PredictArgs {
     /// Output path of the predictions CSV (`row`, then `<target>_mean`, `<target>_std`).
     #[arg(long)]
     pub out: PathBuf,
+    /// Storage precision of the weights when scoring on the GPU (f16 halves their bytes; sums
+    /// stay f32). The CPU path always uses the f32 weights.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub gpu_weights: WeightPrecision,
 }
 
 #[derive(Debug, clap::Args)]
@@ -188,7 +193,7 @@ fn run_predict(args: &PredictArgs, global: &Global) -> crate::Result<()> {
     let model = Ensemble::load(&args.model)?;
     let (table, source_rows) = load_rows(&args.selection)?;
     let x = encode_for_model(&model, &table)?;
-    let prediction = make_scorer(&model, global)?.score(&flatten(&x), x.len())?;
+    let prediction = make_scorer(&model, global, args.gpu_weights)?.score(&flatten(&x), x.len())?;
 
     let mut writer = csv::Writer::from_path(&args.out).map_err(|e| SurrogateError::Invalid(format!("failed to write {}: {e}", args.out.display())))?;
     let mut header = vec!["row".to_string()];
@@ -218,7 +223,7 @@ fn run_eval(args: &EvalArgs, global: &Global) -> crate::Result<()> {
     let (table, _) = load_rows(&args.selection)?;
     let x = encode_for_model(&model, &table)?;
     let y = target_rows(&table, model.target_names())?;
-    let prediction = make_scorer(&model, global)?.score(&flatten(&x), x.len())?;
+    let prediction = make_scorer(&model, global, WeightPrecision::F32)?.score(&flatten(&x), x.len())?;
     let mut rows: Vec<(String, TargetMetrics)> = score_prediction(&model, &prediction, &y).into_iter().map(|m| ("ensemble".to_string(), m)).collect();
 
     if let Some(range) = &args.ols_fit_rows {
@@ -378,19 +383,17 @@ fn score_prediction(model: &Ensemble, prediction: &crate::surrogate::Prediction,
         .collect()
 }
 
-/// Builds the scorer the global --backend selects. `auto` takes a hardware GPU when there is one;
-/// a software adapter (such as lavapipe) is slower than the CPU path, so `auto` skips it.
-fn make_scorer(model: &Ensemble, global: &Global) -> crate::Result<Box<dyn Scorer>> {
+/// Builds the scorer the global --backend selects, with `precision` weights on the GPU. `auto`
+/// takes a hardware GPU when there is one; a software adapter (such as lavapipe) is slower than
+/// the CPU path, so `auto` skips it.
+fn make_scorer(model: &Ensemble, global: &Global, precision: WeightPrecision) -> crate::Result<Box<dyn Scorer>> {
     match global.backend {
         BackendChoice::Cpu => Ok(Box::new(model.cpu_scorer())),
-        BackendChoice::Gpu => {
-            let context = GpuContext::request()?;
-            Ok(Box::new(model.gpu_scorer(&context)?))
-        }
-        BackendChoice::Auto => match GpuContext::request() {
-            Ok(context) if context.adapter_info.device_type != wgpu::DeviceType::Cpu => Ok(Box::new(model.gpu_scorer(&context)?)),
+        BackendChoice::Gpu => Ok(Box::new(model.gpu_scorer_with(&*open_gpu()?, precision)?)),
+        BackendChoice::Auto => match open_gpu() {
+            Ok(context) if context.info.device_type != wgpu::DeviceType::Cpu => Ok(Box::new(model.gpu_scorer_with(&context, precision)?)),
             Ok(context) => {
-                log::warn!("the only GPU adapter is the software one {}; scoring on the CPU", context.adapter_info.name);
+                log::warn!("the only GPU adapter is the software one {}; scoring on the CPU", context.info.name);
                 Ok(Box::new(model.cpu_scorer()))
             }
             Err(e) => {

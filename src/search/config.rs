@@ -108,6 +108,9 @@ pub struct SearchConfig {
     pub rollout: Rollout,
     /// The surrogate, unless [`SearchHooks::make_surrogate`] returns one.
     pub surrogate: SurrogateKind,
+    /// Device on which the MLP surrogate scores each leaf batch in one dispatch; `None` scores
+    /// on the CPU.
+    pub scoring_gpu: Option<Arc<crate::device::GpuContext>>,
     /// Progressive widening `k(N) = ⌈widening_c · N^widening_alpha⌉` for decisions with more
     /// than `widening_min_choices` choices; `widening_c <= 0` turns it off.
     pub widening_c: f64,
@@ -150,6 +153,7 @@ impl Default for SearchConfig {
             simulations_per_round: 4096,
             rollout: Rollout::Random,
             surrogate: SurrogateKind::Mlp(crate::surrogate::EnsembleConfig::default()),
+            scoring_gpu: None,
             widening_c: 2.0,
             widening_alpha: 0.5,
             widening_min_choices: 16,

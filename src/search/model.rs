@@ -377,14 +377,15 @@ mod tests {
 }
 
 /// The crate's MLP ensemble ([`crate::surrogate::Ensemble`]) behind the [`Surrogate`]
-/// interface, scoring on the CPU. The first [`Surrogate::fit`] trains from scratch, and later
-/// ones warm-start from the current weights.
+/// interface, scoring on the CPU or, with [`MlpSurrogate::on_gpu`], on a GPU. The first
+/// [`Surrogate::fit`] trains from scratch, and later ones warm-start from the current weights.
 pub struct MlpSurrogate {
     config: crate::surrogate::EnsembleConfig,
     feature_names: Vec<String>,
     target_names: Vec<String>,
     ensemble: Option<crate::surrogate::Ensemble>,
-    scorer: Option<crate::surrogate::CpuScorer>,
+    scorer: Option<Box<dyn crate::surrogate::Scorer + Send>>,
+    gpu: Option<std::sync::Arc<crate::device::GpuContext>>,
     /// Dispatches of scorers replaced by refits.
     earlier_dispatches: u64,
 }
@@ -400,8 +401,15 @@ impl MlpSurrogate {
             target_names: target_names.to_vec(),
             ensemble: None,
             scorer: None,
+            gpu: None,
             earlier_dispatches: 0,
         }
+    }
+
+    /// Scores on `gpu`, one dispatch per [`Surrogate::score`] call, instead of the CPU.
+    pub fn on_gpu(mut self, gpu: std::sync::Arc<crate::device::GpuContext>) -> Self {
+        self.gpu = Some(gpu);
+        self
     }
 }
 
@@ -411,8 +419,6 @@ impl Surrogate for MlpSurrogate {
     }
 
     fn fit(&mut self, x: &[Vec<f64>], y: &[Vec<f64>]) -> crate::Result<()> {
-        use crate::surrogate::Scorer;
-
         match self.ensemble.as_mut() {
             Some(ensemble) => ensemble.refit(x, y)?,
             None => {
@@ -433,13 +439,15 @@ impl Surrogate for MlpSurrogate {
         if let Some(old) = self.scorer.take() {
             self.earlier_dispatches += old.dispatches();
         }
-        self.scorer = self.ensemble.as_ref().map(|e| e.cpu_scorer());
+        let ensemble = self.ensemble.as_ref().expect("the ensemble was just fitted");
+        self.scorer = Some(match &self.gpu {
+            Some(ctx) => Box::new(ensemble.gpu_scorer(ctx)?),
+            None => Box::new(ensemble.cpu_scorer()),
+        });
         Ok(())
     }
 
     fn score(&mut self, x: &[f32], n: usize) -> crate::Result<Prediction> {
-        use crate::surrogate::Scorer;
-
         let scorer = self
             .scorer
             .as_mut()
@@ -453,8 +461,6 @@ impl Surrogate for MlpSurrogate {
     }
 
     fn dispatches(&self) -> u64 {
-        use crate::surrogate::Scorer;
-
         self.earlier_dispatches + self.scorer.as_ref().map_or(0, |s| s.dispatches())
     }
 }

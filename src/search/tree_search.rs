@@ -21,6 +21,7 @@ pub(crate) struct MctsProposer {
     kappa: f64,
     seed: u64,
     surrogate_kind: SurrogateKind,
+    scoring_gpu: Option<std::sync::Arc<crate::device::GpuContext>>,
     surrogate: Option<Box<dyn Surrogate>>,
     priors: PriorTable,
     counters: Counters,
@@ -35,6 +36,7 @@ impl MctsProposer {
             kappa: cfg.kappa,
             seed: cfg.seed,
             surrogate_kind: cfg.surrogate.clone(),
+            scoring_gpu: cfg.scoring_gpu.clone(),
             surrogate: None,
             priors: PriorTable::default(),
             counters: Counters::default(),
@@ -112,7 +114,11 @@ impl Proposer for MctsProposer {
                 (None, SurrogateKind::Ridge) => Box::new(RidgeEnsemble::with_seed(self.seed)),
                 (None, SurrogateKind::Mlp(config)) => {
                     let config = crate::surrogate::EnsembleConfig { seed: self.seed, ..config.clone() };
-                    Box::new(MlpSurrogate::new(config, &names, &ctx.problem.targets))
+                    let surrogate = MlpSurrogate::new(config, &names, &ctx.problem.targets);
+                    match &self.scoring_gpu {
+                        Some(gpu) => Box::new(surrogate.on_gpu(std::sync::Arc::clone(gpu))),
+                        None => Box::new(surrogate),
+                    }
                 }
             };
             log::info!("surrogate: {} over {} features and {} targets", surrogate.name(), names.len(), ctx.problem.targets.len());

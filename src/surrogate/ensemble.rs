@@ -411,6 +411,20 @@ impl Ensemble {
         &self.members
     }
 
+    /// Returns a copy whose weights and biases are rounded to f16 and back: the CPU twin of a
+    /// GPU scorer with f16 weights (`WeightPrecision::F16`).
+    pub fn with_f16_weights(&self) -> Ensemble {
+        let mut copy = self.clone();
+        for member in &mut copy.members {
+            for layer in &mut member.layers {
+                for value in layer.weight.iter_mut().chain(layer.bias.iter_mut()) {
+                    *value = half::f16::from_f32(*value).to_f32();
+                }
+            }
+        }
+        copy
+    }
+
     /// Returns the encoding of table columns into features, when the model was fitted from a
     /// table.
     pub fn input_spec(&self) -> Option<&InputSpec> {

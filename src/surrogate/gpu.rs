@@ -2,13 +2,14 @@
 //! (`shaders/surrogate_mlp.wgsl`), with buffers and the pipeline reused across calls.
 
 use std::borrow::Cow;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 
 use wgpu::util::DeviceExt;
 
 use super::ensemble::Ensemble;
 use super::scorer::{check_batch, Prediction, Scorer};
 use super::SurrogateError;
+use crate::device::GpuContext;
 
 const SHADER_SOURCE: &str = include_str!("../../shaders/surrogate_mlp.wgsl");
 
@@ -26,30 +27,29 @@ const MAX_GROUPS_PER_DIMENSION: u32 = 65_535;
 /// allocates more than a few hundred MiB of staging memory.
 const MAX_ROWS_PER_DISPATCH: usize = 1 << 22;
 
-/// A wgpu device and queue for surrogate scoring.
-///
-/// NOTE: this is a private stand-in until `crate::device` offers adapter selection; it takes the
-/// first adapter wgpu offers, honouring `WGPU_BACKEND` and `WGPU_POWER_PREF`.
-#[derive(Debug, Clone)]
-pub struct GpuContext {
-    pub device: wgpu::Device,
-    pub queue: wgpu::Queue,
-    pub adapter_info: wgpu::AdapterInfo,
+/// Storage precision of the ensemble's weights on the GPU. Activations and sums stay f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum WeightPrecision {
+    #[default]
+    F32,
+    /// IEEE half precision, packed two per 32-bit word and decoded with integer operations in
+    /// the shader, so it needs no `SHADER_F16` and halves the weight bytes.
+    F16,
 }
 
-impl GpuContext {
-    /// Opens the default adapter with its own limits. Returns [`SurrogateError::NoGpu`] when
-    /// there is no adapter.
-    pub fn request() -> Result<GpuContext, SurrogateError> {
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-        let options = wgpu::RequestAdapterOptions { power_preference: wgpu::PowerPreference::from_env().unwrap_or(wgpu::PowerPreference::HighPerformance), ..Default::default() };
-        let adapter = pollster::block_on(instance.request_adapter(&options)).map_err(|e| SurrogateError::NoGpu(format!("no GPU adapter found ({e})")))?;
-        let adapter_info = adapter.get_info();
-        let descriptor = wgpu::DeviceDescriptor { label: Some("alphanas surrogate"), required_limits: adapter.limits(), ..Default::default() };
-        let (device, queue) = pollster::block_on(adapter.request_device(&descriptor)).map_err(|e| SurrogateError::Gpu(format!("cannot open {}: {e}", adapter_info.name)))?;
-        log::info!("surrogate GPU: {} ({:?})", adapter_info.name, adapter_info.backend);
-        Ok(GpuContext { device, queue, adapter_info })
+impl WeightPrecision {
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightPrecision::F32 => "f32",
+            WeightPrecision::F16 => "f16",
+        }
     }
+}
+
+/// Opens the crate's shared GPU device for scoring (see [`crate::device::shared_gpu`] for the
+/// adapter order and `WGPU_BACKEND`, `WGPU_ADAPTER_NAME`).
+pub fn open_gpu() -> Result<Arc<GpuContext>, SurrogateError> {
+    crate::device::shared_gpu().map_err(|e| SurrogateError::NoGpu(format!("no usable GPU adapter ({e})")))
 }
 
 /// Shader parameters; the layout matches `Params` in the shader (8 × u32, 32 bytes, a
@@ -91,6 +91,8 @@ pub struct GpuScorer {
     base_params: Params,
     tile_rows: u32,
     max_rows_per_dispatch: usize,
+    /// The most rows per dispatch the device's limits allow.
+    device_max_rows: usize,
     dispatches: u64,
 }
 
@@ -101,17 +103,23 @@ impl std::fmt::Debug for GpuScorer {
 }
 
 impl Ensemble {
-    /// Builds a GPU scorer for this ensemble on `ctx`: uploads the weights and compiles the
-    /// pipeline once.
+    /// Builds a GPU scorer for this ensemble on `ctx` with f32 weights: uploads the weights and
+    /// compiles the pipeline once.
     pub fn gpu_scorer(&self, ctx: &GpuContext) -> crate::Result<GpuScorer> {
-        Ok(GpuScorer::new(self, ctx)?)
+        self.gpu_scorer_with(ctx, WeightPrecision::F32)
     }
+
+    /// Builds a GPU scorer that stores the weights in `precision`.
+    pub fn gpu_scorer_with(&self, ctx: &GpuContext, precision: WeightPrecision) -> crate::Result<GpuScorer> {
+        Ok(GpuScorer::new(self, ctx, precision)?)
+    }
+
 }
 
 impl GpuScorer {
-    fn new(ensemble: &Ensemble, ctx: &GpuContext) -> Result<GpuScorer, SurrogateError> {
+    fn new(ensemble: &Ensemble, ctx: &GpuContext, precision: WeightPrecision) -> Result<GpuScorer, SurrogateError> {
         let device = ctx.device.clone();
-        let limits = device.limits();
+        let limits = ctx.limits.clone();
         let plan = ensemble.inference_plan();
         let members = ensemble.members();
         let n_targets = ensemble.n_targets() as u32;
@@ -152,12 +160,13 @@ impl GpuScorer {
                 limits.max_compute_workgroup_storage_size
             )));
         }
-        let weight_bytes = 4 * weights.len() as u64;
+        let weight_words = pack_weights(&weights, precision);
+        let weight_bytes = 4 * weight_words.len() as u64;
         if weight_bytes > u64::from(limits.max_storage_buffer_binding_size) {
             return Err(SurrogateError::Gpu(format!("the weights take {weight_bytes} bytes but a storage binding is limited to {} on this device; use the CPU scorer", limits.max_storage_buffer_binding_size)));
         }
 
-        let source = specialise_shader(tile_rows, max_width, member_outputs);
+        let source = specialise_shader(tile_rows, max_width, member_outputs, precision);
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some("surrogate_mlp.wgsl"), source: wgpu::ShaderSource::Wgsl(Cow::Owned(source)) });
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("surrogate bindings"),
@@ -182,7 +191,7 @@ impl GpuScorer {
 
         let storage = |label: &str, contents: &[u8]| device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents, usage: wgpu::BufferUsages::STORAGE });
         let layers_buffer = storage("surrogate layers", bytemuck::cast_slice(&layer_table));
-        let weights_buffer = storage("surrogate weights", bytemuck::cast_slice(&weights));
+        let weights_buffer = storage("surrogate weights", bytemuck::cast_slice(&weight_words));
         let scales_buffer = storage("surrogate scales", bytemuck::cast_slice(&scales));
         let params_buffer = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("surrogate params"),
@@ -206,7 +215,10 @@ impl GpuScorer {
             activation: plan.activation.shader_code(),
             groups_x: 0,
         };
-        log::debug!("surrogate GPU scorer: {tile_rows} rows per workgroup, at most {max_rows_per_dispatch} rows per dispatch");
+        log::debug!(
+            "surrogate GPU scorer: {} weights, {tile_rows} rows per workgroup, at most {max_rows_per_dispatch} rows per dispatch",
+            precision.name()
+        );
         Ok(GpuScorer {
             device,
             queue: ctx.queue.clone(),
@@ -220,6 +232,7 @@ impl GpuScorer {
             base_params,
             tile_rows,
             max_rows_per_dispatch,
+            device_max_rows: max_rows_per_dispatch,
             dispatches: 0,
         })
     }
@@ -227,6 +240,16 @@ impl GpuScorer {
     /// Rows one dispatch can score on this device; larger batches are split.
     pub fn max_rows_per_dispatch(&self) -> usize {
         self.max_rows_per_dispatch
+    }
+
+    /// Lowers the rows per dispatch to `rows` (at least 1, at most what the device allows), to
+    /// bound the staging memory of one call.
+    pub fn set_max_rows_per_dispatch(&mut self, rows: usize) {
+        let device_max = self.device_max_rows;
+        self.max_rows_per_dispatch = rows.clamp(1, device_max);
+        if self.batch.as_ref().is_some_and(|b| b.rows > self.max_rows_per_dispatch) {
+            self.batch = None;
+        }
     }
 
     /// Makes sure the batch buffers hold at least `rows` rows, growing them to the next power
@@ -352,8 +375,24 @@ fn layout_entry(binding: u32, ty: wgpu::BufferBindingType) -> wgpu::BindGroupLay
     }
 }
 
+/// Returns the weights as the shader's `array<u32>`: f32 bit patterns, or two f16 values per
+/// word (element `2i` in the low half), zero-padded to an even count.
+fn pack_weights(weights: &[f32], precision: WeightPrecision) -> Vec<u32> {
+    match precision {
+        WeightPrecision::F32 => weights.iter().map(|w| w.to_bits()).collect(),
+        WeightPrecision::F16 => weights
+            .chunks(2)
+            .map(|pair| {
+                let low = half::f16::from_f32(pair[0]).to_bits() as u32;
+                let high = pair.get(1).map_or(0, |&w| half::f16::from_f32(w).to_bits() as u32);
+                low | (high << 16)
+            })
+            .collect(),
+    }
+}
+
 /// Replaces the shader's size constants with this ensemble's values.
-fn specialise_shader(tile_rows: u32, max_width: u32, member_outputs: u32) -> String {
+fn specialise_shader(tile_rows: u32, max_width: u32, member_outputs: u32, precision: WeightPrecision) -> String {
     let mut text = String::with_capacity(SHADER_SOURCE.len());
     for line in SHADER_SOURCE.lines() {
         let replaced = if line.starts_with("const TILE_ROWS: u32") {
@@ -364,6 +403,8 @@ fn specialise_shader(tile_rows: u32, max_width: u32, member_outputs: u32) -> Str
             format!("const MEMBER_OUTPUTS: u32 = {member_outputs}u;")
         } else if line.starts_with("const WORKGROUP_SIZE: u32") {
             format!("const WORKGROUP_SIZE: u32 = {WORKGROUP_SIZE}u;")
+        } else if line.starts_with("const WEIGHTS_F16: u32") {
+            format!("const WEIGHTS_F16: u32 = {}u;", (precision == WeightPrecision::F16) as u32)
         } else {
             line.to_string()
         };
@@ -379,11 +420,27 @@ mod tests {
 
     #[test]
     fn shader_parses_and_validates_after_specialising() {
-        let source = specialise_shader(7, 33, 10);
-        assert!(source.contains("const TILE_ROWS: u32 = 7u;"));
-        assert!(source.contains("const MAX_WIDTH: u32 = 33u;"));
-        assert!(source.contains("const MEMBER_OUTPUTS: u32 = 10u;"));
-        let module = naga::front::wgsl::parse_str(&source).expect("the shader parses");
-        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty()).validate(&module).expect("the shader validates");
+        for precision in [WeightPrecision::F32, WeightPrecision::F16] {
+            let source = specialise_shader(7, 33, 10, precision);
+            assert!(source.contains("const TILE_ROWS: u32 = 7u;"));
+            assert!(source.contains("const MAX_WIDTH: u32 = 33u;"));
+            assert!(source.contains("const MEMBER_OUTPUTS: u32 = 10u;"));
+            let flag = format!("const WEIGHTS_F16: u32 = {}u;", (precision == WeightPrecision::F16) as u32);
+            assert!(source.contains(&flag), "{flag}");
+            let module = naga::front::wgsl::parse_str(&source).expect("the shader parses");
+            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty())
+                .validate(&module)
+                .expect("the shader validates");
+        }
+    }
+
+    #[test]
+    fn f16_weights_pack_low_half_first() {
+        let words = pack_weights(&[1.0, -2.0, 0.5], WeightPrecision::F16);
+        assert_eq!(words.len(), 2);
+        assert_eq!(words[0] & 0xffff, half::f16::from_f32(1.0).to_bits() as u32);
+        assert_eq!(words[0] >> 16, half::f16::from_f32(-2.0).to_bits() as u32);
+        assert_eq!(words[1], half::f16::from_f32(0.5).to_bits() as u32);
+        assert_eq!(pack_weights(&[1.5], WeightPrecision::F32), vec![1.5f32.to_bits()]);
     }
 }
