@@ -3,8 +3,9 @@
 //!
 //! The space is a synthetic table shaped like HW-GPT-Bench's small space (10,000 rows; width
 //! in {192, 384, 768}, 10 to 12 layers, per-layer MLP ratio and heads), so the bench needs no
-//! data files. The surrogate is a [`RidgeEnsemble`] fitted on 200 rows with two targets, and
-//! rewards are the two-objective hypervolume improvement used by the search.
+//! data files. The surrogate is a [`RidgeEnsemble`], or the search's default MLP ensemble,
+//! fitted on 200 rows with two targets, and rewards are the two-objective hypervolume
+//! improvement used by the search.
 //!
 //! ```text
 //! cargo bench --bench search
@@ -12,7 +13,8 @@
 
 use alphanas::eval::EvalOutcome;
 use alphanas::search::mcts::{LeafScorer, PriorTable, Tree, TreeSettings};
-use alphanas::search::{Acquisition, EvalRecord, Objective, Prediction, Problem, RidgeEnsemble, Rollout, Selection, Surrogate};
+use alphanas::search::{Acquisition, EvalRecord, MlpSurrogate, Objective, Prediction, Problem, RidgeEnsemble, Rollout, Selection, Surrogate};
+use alphanas::surrogate::EnsembleConfig;
 use alphanas::space::table::TableSpace;
 use alphanas::space::SearchSpace;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -50,7 +52,7 @@ fn synthetic_table() -> TableSpace {
 
 struct BenchScorer<'a> {
     space: &'a TableSpace,
-    surrogate: RidgeEnsemble,
+    surrogate: Box<dyn Surrogate>,
     acquisition: Acquisition,
 }
 
@@ -93,10 +95,15 @@ fn bench_tree(c: &mut Criterion) {
             predicted: None,
         });
     }
-    let mut surrogate = RidgeEnsemble::with_seed(0);
-    surrogate.fit(&x, &y).expect("fit");
-    let acquisition = Acquisition::new(&problem, &history, 0.5);
-    let mut scorer = BenchScorer { space: &space, surrogate, acquisition };
+    let mut ridge = RidgeEnsemble::with_seed(0);
+    ridge.fit(&x, &y).expect("fit");
+    let mut scorer = BenchScorer { space: &space, surrogate: Box::new(ridge), acquisition: Acquisition::new(&problem, &history, 0.5) };
+    // The search's default surrogate: the MLP ensemble (5 members, hidden 64,64) on the CPU.
+    // Training length does not change scoring cost, so a short fit is enough.
+    let names: Vec<String> = space.feature_names();
+    let mut mlp = MlpSurrogate::new(EnsembleConfig { epochs: 20, ..EnsembleConfig::default() }, &names, &["loss".into(), "latency".into()]);
+    mlp.fit(&x, &y).expect("fit");
+    let mut mlp_scorer = BenchScorer { space: &space, surrogate: Box::new(mlp), acquisition: Acquisition::new(&problem, &history, 0.5) };
     let priors = PriorTable::default();
     let settings = TreeSettings {
         selection: Selection::Puct,
@@ -133,6 +140,7 @@ fn bench_tree(c: &mut Criterion) {
             thread_cpu_time() - start
         })
     });
+    group.bench_function("simulations_4096_batch_256_mlp_cpu", |b| b.iter(|| run_once(&mut mlp_scorer, &mut rng)));
     group.finish();
 }
 

@@ -1,10 +1,12 @@
-//! A small search from library code: the built-in llama space, the `measure` evaluator on the
-//! CPU (decode latency, the decoder-parameter proxy and peak memory), and MCTS.
+//! A small search from library code: the built-in llama space, the `measure` evaluator (decode
+//! latency on a hardware GPU when one is found, else on the CPU, with the decoder-parameter
+//! proxy and peak memory), and MCTS with the surrogate scored on the same device.
 //!
 //! Run with `cargo run --release --example default_search [EVALS]` (default 12). Outputs go to
 //! a temporary folder whose path is printed; the Pareto front is printed at the end.
 
-use alphanas::eval::measure::{CpuBackend, MeasureEvaluator, MeasureSettings};
+use alphanas::device::{Backend, BackendChoice};
+use alphanas::eval::measure::{CpuBackend, ForwardBackend, GpuBackend, MeasureEvaluator, MeasureSettings};
 use alphanas::eval::proxy::Quality;
 use alphanas::search::{run_search, NoHooks, Objective, SearchConfig};
 use alphanas::space::{Candidate, Space};
@@ -22,7 +24,13 @@ fn main() -> alphanas::Result<()> {
     let space = Arc::new(Space::resolve("llama")?);
     // Short passes keep each measurement to about a second for mid-sized candidates.
     let settings = MeasureSettings { prefill_seq: 64, decode_cache: 64, ..MeasureSettings::default() };
-    let evaluator = Arc::new(MeasureEvaluator::new(Box::new(CpuBackend::new()), settings, Quality::DecoderParams)?);
+    let device = Backend::resolve_for_measurement(BackendChoice::Auto)?;
+    println!("measuring on {}", device.device_name());
+    let (forward, scoring_gpu): (Box<dyn ForwardBackend>, _) = match &device {
+        Backend::Gpu(ctx) => (Box::new(GpuBackend::new(ctx.clone())), Some(ctx.clone())),
+        Backend::Cpu => (Box::new(CpuBackend::new()), None),
+    };
+    let evaluator = Arc::new(MeasureEvaluator::new(forward, settings, Quality::DecoderParams)?);
 
     let out_dir = std::env::temp_dir().join(format!("alphanas-default-search-{}", std::process::id()));
     let cfg = SearchConfig {
@@ -30,6 +38,7 @@ fn main() -> alphanas::Result<()> {
         evals,
         initial: evals.min(6),
         out_dir: Some(out_dir.clone()),
+        scoring_gpu,
         ..SearchConfig::default()
     };
     let report = run_search(space, evaluator, &cfg, &mut NoHooks)?;

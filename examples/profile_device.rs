@@ -1,13 +1,16 @@
-//! Profiles this machine's CPU on a coarse grid of the llama space through the library API,
+//! Profiles this machine on a coarse grid of the llama space through the library API,
 //! calibrates on a few measured models and prints predicted against measured latencies for
-//! a few others.
+//! a few others. It profiles a hardware GPU when one is found (`ALPHANAS_BACKEND=gpu` also
+//! selects a CPU-type adapter such as lavapipe), else the CPU.
 //!
 //! ```sh
 //! cargo run --release --example profile_device -- [OUT.json]
 //! ```
 
 use alphanas::cost::cpu_timer::CpuOpTimer;
+use alphanas::cost::gpu_timer::GpuOpTimer;
 use alphanas::cost::{plan_shapes, profile_table, CostTable, Mode, OpTimer, ProfileOptions, ProfileSettings};
+use alphanas::device::{Backend, BackendChoice, DType};
 use alphanas::space::{Candidate, SearchSpace, Space};
 use rand::SeedableRng;
 
@@ -41,16 +44,31 @@ fn main() -> alphanas::Result<()> {
         quick: true,
         seed: 7,
     };
-    let mut timer = CpuOpTimer::new();
+    let choice = match std::env::var("ALPHANAS_BACKEND").as_deref() {
+        Ok("gpu") => BackendChoice::Gpu,
+        Ok("cpu") => BackendChoice::Cpu,
+        _ => BackendChoice::Auto,
+    };
+    let backend = Backend::resolve_for_measurement(choice)?;
+    let mut timer: Box<dyn OpTimer> = match &backend {
+        Backend::Gpu(ctx) => Box::new(GpuOpTimer::new(ctx.clone(), alphanas::arch::Dtype::F32)?),
+        Backend::Cpu => Box::new(CpuOpTimer::new()),
+    };
+    println!("profiling on {}", backend.device_name());
     let overhead = timer.time_dispatch_overhead(10, 100)?;
     let mut table = CostTable::new(timer.device_info(), timer.dtype(), settings, overhead.median_ns, timer.includes_dispatch_overhead());
     let plan = plan_shapes(&archs, &options);
-    let report = profile_table(&mut timer, &plan, &options, &mut table, Some(std::path::Path::new(&out)), true)?;
+    let report = profile_table(timer.as_mut(), &plan, &options, &mut table, Some(std::path::Path::new(&out)), true)?;
     println!("profiled {} shapes in {:.1} s into {out}", report.timed, report.elapsed.as_secs_f64());
 
     // Calibrate on five models, then compare on five others.
     let measure = |arch: &alphanas::Architecture| -> alphanas::Result<f64> {
-        Ok(alphanas::model::bench_cpu(arch, alphanas::model::Mode::Decode, batch as usize, seq as usize, 3, 10, 0)?.latency_ms)
+        let mode = alphanas::model::Mode::Decode;
+        let result = match &backend {
+            Backend::Gpu(ctx) => alphanas::model::gpu::bench_gpu(ctx, arch, mode, batch as usize, seq as usize, DType::F32, 3, 10, 0)?,
+            Backend::Cpu => alphanas::model::bench_cpu(arch, mode, batch as usize, seq as usize, 3, 10, 0)?,
+        };
+        Ok(result.latency_ms)
     };
     for arch in &archs[..5] {
         table.add_measurement(arch, Mode::Decode, measure(arch)?)?;
