@@ -120,9 +120,21 @@ impl GpuOpTimer {
                 let (m, n, k) = (d[0], d[1], d[2]);
                 let a = self.tensor(m * k)?;
                 let copies = (COLD_BYTES / (n * k * self.device_dtype.size()).max(1)).clamp(1, MAX_COPIES);
-                let weights = (0..copies).map(|_| self.tensor(n * k)).collect::<crate::Result<Vec<_>>>()?;
-                let out = self.empty(m * n)?;
-                self.time_reps(warmup, runs, |rec, i| matmul::record(rec, &a, &weights[i % copies], None, &out, m, n, k, true))
+                // A B larger than one storage binding (a large vocabulary's output head) is
+                // split into blocks of its n rows, each with its own slice of C, as the model
+                // splits its head (`model::gpu`), so the op is timed as the model runs it.
+                let blocks = crate::kernels::row_blocks(&self.ctx, "the timed matmul's B", n, k * self.device_dtype.size())?;
+                let mut parts = Vec::with_capacity(blocks.len());
+                for block in &blocks {
+                    let weights = (0..copies).map(|_| self.tensor(block.rows * k)).collect::<crate::Result<Vec<_>>>()?;
+                    parts.push((block.rows, weights, self.empty(m * block.rows)?));
+                }
+                self.time_reps(warmup, runs, |rec, i| {
+                    for (rows, weights, out) in &parts {
+                        matmul::record(rec, &a, &weights[i % copies], None, out, m, *rows, k, true)?;
+                    }
+                    Ok(())
+                })
             }
             OpKind::AttentionPrefill => {
                 let (batch, seq, n_heads, n_kv_heads, head_dim) = (d[0], d[1], d[2], d[3], d[4]);
@@ -284,6 +296,20 @@ mod tests {
             assert_eq!(info.name, ctx.info.name);
             assert_ne!(info.backend, "cpu");
         }
+    }
+
+    #[test]
+    fn matmul_beyond_one_binding_is_timed_in_blocks() {
+        // A 1 MiB binding cap on a B of 5,000 × 100 f32 values (2 MB): the head-sized product
+        // must be split as the model splits its output head, not rejected.
+        if crate::device::gpu_for_tests("matmul_beyond_one_binding_is_timed_in_blocks").is_none() {
+            return;
+        }
+        let ctx = crate::device::GpuContext::with_binding_limit(1 << 20).unwrap();
+        assert!(ctx.check_binding("B", 5000 * 100 * 4).is_err(), "the cap must reject the whole B");
+        let mut timer = GpuOpTimer::new(ctx, Dtype::F32).unwrap();
+        let split = timer.time_op(&Op::matmul(1, 5000, 100), 1, 3).unwrap();
+        assert!(split.median_ns.is_finite() && split.median_ns > 0.0, "{split:?}");
     }
 
     #[test]

@@ -126,9 +126,24 @@ impl GpuContext {
 
     /// Opens a device on `adapter` with its own limits and the optional features it supports.
     pub fn from_adapter(adapter: &wgpu::Adapter) -> Result<Arc<GpuContext>, DeviceError> {
+        Self::open(adapter, adapter.limits())
+    }
+
+    /// Opens a device on the best adapter whose storage bindings are capped at `bytes` (or the
+    /// adapter's own limit when that is lower). The device then rejects larger bindings as a
+    /// GPU with that limit would, which lets tests exercise the code that splits large
+    /// operands without allocating hundreds of megabytes.
+    pub fn with_binding_limit(bytes: u64) -> Result<Arc<GpuContext>, DeviceError> {
+        let instance = adapter::instance();
+        let adapter = adapter::select(&instance)?;
+        let mut limits = adapter.limits();
+        limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(bytes);
+        Self::open(&adapter, limits)
+    }
+
+    fn open(adapter: &wgpu::Adapter, limits: wgpu::Limits) -> Result<Arc<GpuContext>, DeviceError> {
         let info = adapter.get_info();
         let features = adapter.features() & wanted_features();
-        let limits = adapter.limits();
 
         let descriptor = wgpu::DeviceDescriptor {
             label: Some("alphanas"),
