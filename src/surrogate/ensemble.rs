@@ -18,9 +18,12 @@ use super::SurrogateError;
 /// Version of the model file layout; [`Ensemble::load`] rejects any other.
 pub const FORMAT_VERSION: u32 = 1;
 
-/// Rows one CPU task predicts at a time; larger batches are split into tasks of this size
-/// and spread over the rayon thread pool.
-const CPU_CHUNK_ROWS: usize = 256;
+/// Rows one CPU task predicts. Larger batches are split into tasks of this size over the
+/// rayon thread pool. The size does not depend on the thread count, so neither do the
+/// results: a product's bits can depend on its row count (`gemm` takes another path for a
+/// single row), and a fixed split gives every row the same products on any machine. Tasks of
+/// 32 rows (about 1.8 MFLOP for the default ensemble) already outweigh the cost of a task.
+const CPU_CHUNK_ROWS: usize = 32;
 
 /// Training settings of an ensemble.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -256,7 +259,8 @@ impl Ensemble {
     }
 
     /// Predicts `n` rows of raw (unstandardised) features, `x` being `n × n_features`
-    /// row-major. Batches of more than 256 rows are split over the rayon thread pool.
+    /// row-major. Batches of more than 32 rows are split into tasks of 32 rows over the rayon
+    /// thread pool, so the results do not depend on the thread count.
     ///
     /// # Panics
     /// When `x.len() != n * n_features`, which is a bug in the caller; [`CpuScorer`] checks
@@ -268,14 +272,15 @@ impl Ensemble {
         let plan = self.inference_plan();
         let d = self.n_features();
 
-        if n <= CPU_CHUNK_ROWS {
+        let chunk = CPU_CHUNK_ROWS;
+        if n <= chunk {
             let mut scratch = InferenceScratch::default();
             plan.predict_rows(&self.members, x, n, &mut prediction.mean, &mut prediction.std, &mut scratch);
             return prediction;
         }
-        x.par_chunks(CPU_CHUNK_ROWS * d)
-            .zip(prediction.mean.par_chunks_mut(CPU_CHUNK_ROWS * t))
-            .zip(prediction.std.par_chunks_mut(CPU_CHUNK_ROWS * t))
+        x.par_chunks(chunk * d)
+            .zip(prediction.mean.par_chunks_mut(chunk * t))
+            .zip(prediction.std.par_chunks_mut(chunk * t))
             .for_each_init(InferenceScratch::default, |scratch, ((xc, mc), sc)| {
                 plan.predict_rows(&self.members, xc, xc.len() / d, mc, sc, scratch);
             });

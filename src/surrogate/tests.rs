@@ -63,6 +63,25 @@ fn seed_fixes_bits_across_threads() {
 }
 
 #[test]
+fn prediction_does_not_depend_on_threads_or_batch_split() {
+    let (x, y) = synthetic(300, 0);
+    let cfg = EnsembleConfig { epochs: 5, ..small_config() };
+    let model = Ensemble::fit(&x, &y, names("x", 2), names("y", 2), &cfg).unwrap();
+    let rows = flatten(&x);
+    let whole = |threads: usize| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| model.predict(&rows, x.len()));
+    let (one, three) = (whole(1), whole(3));
+    assert_eq!(one.mean, three.mean);
+    assert_eq!(one.std, three.std);
+    // Row by row agrees with the batch to rounding (a one-row product sums in another order).
+    for r in [0, 31, 32, 100, 299] {
+        let single = model.predict(&rows[r * 2..(r + 1) * 2], 1);
+        for (a, b) in single.mean.iter().chain(&single.std).zip(three.mean[r * 2..(r + 1) * 2].iter().chain(&three.std[r * 2..(r + 1) * 2])) {
+            assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "row {r}: {a} vs {b}");
+        }
+    }
+}
+
+#[test]
 fn log_target_std_is_member_spread() {
     let (x, y) = synthetic(100, 0);
     let cfg = EnsembleConfig { epochs: 10, ..small_config() };
