@@ -31,7 +31,7 @@ fn main() -> alphanas::Result<()> {
         }
     }
 
-    let options = ProfileOptions { modes: vec![Mode::Decode], batch, seq, max_shapes_per_op: 48, warmup: 1, runs: 5 };
+    let options = ProfileOptions { modes: vec![Mode::Decode], batch, seq, max_shapes_per_op: 48, warmup: 1, runs: 5, rounds: 1 };
     let settings = ProfileSettings {
         space: "llama (at most 60M parameters)".into(),
         modes: options.modes.clone(),
@@ -43,6 +43,7 @@ fn main() -> alphanas::Result<()> {
         runs: options.runs,
         quick: true,
         seed: 7,
+        rounds: 1,
     };
     let choice = match std::env::var("ALPHANAS_BACKEND").as_deref() {
         Ok("gpu") => BackendChoice::Gpu,

@@ -29,6 +29,7 @@ fn table_for(arch: &Architecture) -> CostTable {
         runs: 3,
         quick: false,
         seed: 0,
+        rounds: 1,
     };
     let mut table = CostTable::new(device, Dtype::F32, settings, 200.0, true);
     for mode in Mode::ALL {
@@ -94,6 +95,26 @@ fn corrupted_entry_names_its_path() {
     value["entries"][0]["shape"] = serde_json::json!({"rows": 1, "cols": 8, "m": 1});
     let err = CostTable::from_json(&value.to_string(), "t.json").unwrap_err().to_string();
     assert!(err.contains("has no dimension `m`"), "{err}");
+}
+
+#[test]
+fn bad_round_median_is_rejected() {
+    let table = table_for(&presets::llama_tiny());
+    let mut value = serde_json::to_value(&table).unwrap();
+    value["entries"][2]["round_medians_ns"] = serde_json::json!([1000.0, 0.0]);
+    let err = CostTable::from_json(&value.to_string(), "t.json").unwrap_err().to_string();
+    assert!(err.contains("entries[2]"), "{err}");
+    assert!(err.contains("not a positive finite number"), "{err}");
+}
+
+#[test]
+fn table_without_rounds_loads_as_one_round() {
+    let table = table_for(&presets::llama_tiny());
+    let mut value = serde_json::to_value(&table).unwrap();
+    value["settings"].as_object_mut().unwrap().remove("rounds");
+    let loaded = CostTable::from_json(&value.to_string(), "t.json").unwrap();
+    assert_eq!(loaded.settings.rounds, 1);
+    assert!(loaded.entries.iter().all(|e| e.rounds() == 1));
 }
 
 #[test]

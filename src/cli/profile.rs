@@ -62,6 +62,12 @@ pub struct Args {
     /// Seed of the architecture sample.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+
+    /// Rounds over all shapes, each in a shuffled order; every entry is the median of its
+    /// rounds, which removes drift in the machine's speed during the run [default: 3, --quick 1].
+    /// Rerunning an existing table with more rounds adds the missing rounds.
+    #[arg(long)]
+    pub rounds: Option<usize>,
 }
 
 pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
@@ -85,7 +91,11 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
         runs: args.runs.unwrap_or(if args.quick { 5 } else { 9 }).max(1),
         quick: args.quick,
         seed: args.seed,
+        rounds: args.rounds.unwrap_or(if args.quick { 1 } else { 3 }),
     };
+    if settings.rounds == 0 {
+        return Err(Error::Invalid("--rounds (0) must be at least 1".into()));
+    }
     let options = ProfileOptions {
         modes: settings.modes.clone(),
         batch: settings.batch,
@@ -93,6 +103,7 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
         max_shapes_per_op: settings.max_shapes_per_op,
         warmup: settings.warmup,
         runs: settings.runs,
+        rounds: settings.rounds,
     };
 
     let archs = sample_architectures(&args.space, settings.architectures_sampled, args.seed)?;
@@ -171,7 +182,7 @@ fn open_timer(choice: BackendChoice, dtype: Dtype) -> crate::Result<Box<dyn OpTi
 /// timing the dispatch overhead.
 fn open_or_create(args: &Args, settings: &ProfileSettings, timer: &mut dyn OpTimer, dtype: Dtype) -> crate::Result<CostTable> {
     if args.out.exists() {
-        let table = CostTable::load(&args.out)?;
+        let mut table = CostTable::load(&args.out)?;
         table.require_dtype(dtype)?;
         let device = timer.device_info();
         if table.device.name != device.name || table.device.backend != device.backend {
@@ -184,7 +195,8 @@ fn open_or_create(args: &Args, settings: &ProfileSettings, timer: &mut dyn OpTim
                 device.backend
             )));
         }
-        if table.settings != *settings {
+        // The round count may change: more rounds refine the entries already there.
+        if table.settings != (ProfileSettings { rounds: table.settings.rounds, ..settings.clone() }) {
             return Err(Error::Invalid(format!(
                 "{} was profiled with other settings (space {}, modes {:?}, batch {}, seq {}, quick {}); rerun with the same options or choose another --out",
                 args.out.display(),
@@ -195,6 +207,7 @@ fn open_or_create(args: &Args, settings: &ProfileSettings, timer: &mut dyn OpTim
                 table.settings.quick
             )));
         }
+        table.settings.rounds = table.settings.rounds.max(settings.rounds);
         return Ok(table);
     }
 

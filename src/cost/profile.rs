@@ -13,6 +13,9 @@ use super::table::CostTable;
 use super::timer::OpTimer;
 use super::CostError;
 use crate::arch::Architecture;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -30,6 +33,8 @@ pub struct ProfileOptions {
     pub max_shapes_per_op: usize,
     pub warmup: usize,
     pub runs: usize,
+    /// Rounds over the shape list (at least 1); see [`profile_table`].
+    pub rounds: usize,
 }
 
 /// The distinct op shapes to profile, with how many each kind had before thinning.
@@ -121,9 +126,9 @@ fn nearest_in_log(candidates: &[u64], value: u64) -> u64 {
 /// Counts of one profiling run.
 #[derive(Debug, Clone, Default)]
 pub struct ProfileReport {
-    /// Shapes timed in this run.
+    /// Timings taken in this run, one per shape and round.
     pub timed: usize,
-    /// Shapes already in the table (from an earlier, interrupted run).
+    /// Shapes whose rounds were all in the table already (from an earlier, interrupted run).
     pub skipped: usize,
     pub elapsed: Duration,
 }
@@ -132,8 +137,15 @@ pub struct ProfileReport {
 const SAVE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Times every shape of `plan` that `table` lacks and inserts it. With `out`, the table is saved
-/// atomically every few seconds, at the end, and before returning a timing error. `show_progress` draws a progress bar with ETA on
-/// stderr.
+/// atomically every few seconds, at the end, and before returning a timing error.
+/// `show_progress` draws a progress bar with ETA on stderr.
+///
+/// The shapes are timed in `options.rounds` rounds, each over the whole list in its own
+/// shuffled order, and each entry keeps the median of its rounds. A machine whose speed drifts
+/// over seconds or minutes (a shared or virtual machine, a laptop changing clocks) would
+/// otherwise bias every shape timed in the same stretch, and the plan lists the shapes of one
+/// kind together. Rounds spread over the run turn that drift into noise that the median
+/// removes. An interrupted run continues with the rounds each entry still lacks.
 pub fn profile_table(
     timer: &mut dyn OpTimer,
     plan: &ProfilePlan,
@@ -143,46 +155,58 @@ pub fn profile_table(
     show_progress: bool,
 ) -> Result<ProfileReport, CostError> {
     let start = Instant::now();
-    let pending: Vec<&Op> = plan.ops.iter().filter(|op| table.lookup(op).is_none()).collect();
-    let mut report = ProfileReport { skipped: plan.ops.len() - pending.len(), ..ProfileReport::default() };
-    if report.skipped > 0 {
-        log::info!("continuing {}: {} of {} shapes already profiled", table.path(), report.skipped, plan.ops.len());
+    let rounds = options.rounds.max(1);
+    let rounds_done = |table: &CostTable, op: &Op| table.lookup(op).map_or(0, |e| e.rounds());
+    let remaining: usize = plan.ops.iter().map(|op| rounds.saturating_sub(rounds_done(table, op))).sum();
+    let mut report = ProfileReport { skipped: plan.ops.iter().filter(|op| rounds_done(table, op) >= rounds).count(), ..ProfileReport::default() };
+    let total = rounds * plan.ops.len();
+    if remaining < total {
+        log::info!("continuing {}: {} of {total} timings ({} shapes in {rounds} rounds) already done", table.path(), total - remaining, plan.ops.len());
     }
 
     let bar = if show_progress {
-        indicatif::ProgressBar::new(pending.len() as u64)
+        indicatif::ProgressBar::new(remaining as u64)
     } else {
         indicatif::ProgressBar::hidden()
     };
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} profiling [{bar:30}] {pos}/{len} shapes, {elapsed} elapsed, ETA {eta} {msg}")
+        indicatif::ProgressStyle::with_template("{spinner} profiling [{bar:30}] {pos}/{len} timings, {elapsed} elapsed, ETA {eta} {msg}")
             .expect("the progress template is valid")
             .progress_chars("=> "),
     );
 
     let mut last_save = Instant::now();
-    for op in pending {
-        bar.set_message(op.kind.name());
-        let stats = match timer.time_op(op, options.warmup, options.runs) {
-            Ok(stats) => stats,
-            Err(err) => {
-                // Keep what was measured, so the next run continues from here.
-                bar.abandon();
-                if let Some(path) = out {
-                    table.save(path)?;
+    for round in 0..rounds {
+        let mut pending: Vec<&Op> = plan.ops.iter().filter(|op| rounds_done(table, op) <= round).collect();
+        // A fixed seed per round keeps a profile's order reproducible.
+        pending.shuffle(&mut StdRng::seed_from_u64(0x9e37_79b9 ^ round as u64));
+        for op in pending {
+            bar.set_message(format!("round {}/{rounds}, {}", round + 1, op.kind.name()));
+            let stats = match timer.time_op(op, options.warmup, options.runs) {
+                Ok(stats) => stats,
+                Err(err) => {
+                    // Keep what was measured, so the next run continues from here.
+                    bar.abandon();
+                    if let Some(path) = out {
+                        table.save(path)?;
+                    }
+                    return Err(err);
                 }
-                return Err(err);
+            };
+            log::debug!("{op}, round {}: median {:.0} ns (p10 {:.0}, p90 {:.0})", round + 1, stats.median_ns, stats.p10_ns, stats.p90_ns);
+            if rounds == 1 {
+                table.insert(op, &stats);
+            } else {
+                table.insert_round(op, &stats);
             }
-        };
-        log::debug!("{op}: median {:.0} ns (p10 {:.0}, p90 {:.0})", stats.median_ns, stats.p10_ns, stats.p90_ns);
-        table.insert(op, &stats);
-        report.timed += 1;
-        bar.inc(1);
+            report.timed += 1;
+            bar.inc(1);
 
-        if let Some(path) = out {
-            if last_save.elapsed() >= SAVE_INTERVAL {
-                table.save(path)?;
-                last_save = Instant::now();
+            if let Some(path) = out {
+                if last_save.elapsed() >= SAVE_INTERVAL {
+                    table.save(path)?;
+                    last_save = Instant::now();
+                }
             }
         }
     }
@@ -203,10 +227,19 @@ mod tests {
     use crate::cost::table::DeviceInfo;
     use crate::stats::TimingStats;
 
-    /// A timer whose op time is an analytic function of the shape, counting its calls.
+    /// A timer whose op time is an analytic function of the shape, counting its calls. With
+    /// `factors`, the n-th timing of a shape is scaled by `factors[n]`.
     struct SyntheticTimer {
         calls: usize,
         fail_after: Option<usize>,
+        factors: Vec<f64>,
+        calls_per_op: BTreeMap<String, usize>,
+    }
+
+    impl SyntheticTimer {
+        fn new(fail_after: Option<usize>) -> SyntheticTimer {
+            SyntheticTimer { calls: 0, fail_after, factors: Vec::new(), calls_per_op: BTreeMap::new() }
+        }
     }
 
     impl OpTimer for SyntheticTimer {
@@ -224,8 +257,11 @@ mod tests {
                 return Err(CostError::Timing { op: op.to_string(), message: "interrupted".into() });
             }
             self.calls += 1;
-            let t = 1000.0 + op.flops() / 10.0;
-            Ok(TimingStats { median_ns: t, p10_ns: t, p90_ns: t, runs })
+            let nth = self.calls_per_op.entry(op.to_string()).or_insert(0);
+            let factor = self.factors.get(*nth).copied().unwrap_or(1.0);
+            *nth += 1;
+            let t = (1000.0 + op.flops() / 10.0) * factor;
+            Ok(TimingStats { median_ns: t, p10_ns: 0.9 * t, p90_ns: 1.1 * t, runs })
         }
         fn time_dispatch_overhead(&mut self, _warmup: usize, runs: usize) -> Result<TimingStats, CostError> {
             Ok(TimingStats { median_ns: 100.0, p10_ns: 100.0, p90_ns: 100.0, runs })
@@ -233,7 +269,7 @@ mod tests {
     }
 
     fn options(cap: usize) -> ProfileOptions {
-        ProfileOptions { modes: vec![Mode::Prefill, Mode::Decode], batch: 1, seq: 16, max_shapes_per_op: cap, warmup: 0, runs: 3 }
+        ProfileOptions { modes: vec![Mode::Prefill, Mode::Decode], batch: 1, seq: 16, max_shapes_per_op: cap, warmup: 0, runs: 3, rounds: 1 }
     }
 
     fn widths() -> Vec<Architecture> {
@@ -290,16 +326,77 @@ mod tests {
         let total = plan.ops.len();
 
         let mut table = CostTable::new(test_device(), Dtype::F32, test_settings(), 100.0, true);
-        let mut timer = SyntheticTimer { calls: 0, fail_after: Some(5) };
+        let mut timer = SyntheticTimer::new(Some(5));
         assert!(profile_table(&mut timer, &plan, &opts, &mut table, Some(&path), false).is_err());
 
         let mut resumed = CostTable::load(&path).unwrap();
         assert_eq!(resumed.entries.len(), 5);
-        let mut timer = SyntheticTimer { calls: 0, fail_after: None };
+        let mut timer = SyntheticTimer::new(None);
         let report = profile_table(&mut timer, &plan, &opts, &mut resumed, Some(&path), false).unwrap();
         assert_eq!(report.skipped, 5);
         assert_eq!(report.timed, total - 5);
         assert_eq!(timer.calls, total - 5);
         assert_eq!(CostTable::load(&path).unwrap().entries.len(), total);
+    }
+
+    #[test]
+    fn rounds_keep_the_median() {
+        let archs = vec![presets::llama_tiny()];
+        let opts = ProfileOptions { rounds: 3, ..options(1000) };
+        let plan = plan_shapes(&archs, &opts);
+        let mut table = CostTable::new(test_device(), Dtype::F32, test_settings(), 100.0, true);
+        let mut timer = SyntheticTimer::new(None);
+        timer.factors = vec![3.0, 1.0, 2.0];
+        let report = profile_table(&mut timer, &plan, &opts, &mut table, None, false).unwrap();
+        assert_eq!(report.timed, 3 * plan.ops.len());
+        assert_eq!(timer.calls, 3 * plan.ops.len());
+
+        for op in &plan.ops {
+            let entry = table.lookup(op).unwrap();
+            let base = 1000.0 + op.flops() / 10.0;
+            assert_eq!(entry.rounds(), 3, "{op}");
+            assert!((entry.median_ns - 2.0 * base).abs() < 1e-6 * base, "{op}: {entry:?}");
+            assert!((entry.p10_ns - 0.9 * base).abs() < 1e-6 * base, "{op}: lowest p10 of the rounds");
+            assert!((entry.p90_ns - 3.3 * base).abs() < 1e-6 * base, "{op}: highest p90 of the rounds");
+            assert_eq!(entry.runs, 9, "{op}");
+        }
+    }
+
+    #[test]
+    fn interrupted_rounds_continue() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.json");
+        let archs = vec![presets::llama_tiny()];
+        let opts = ProfileOptions { rounds: 2, ..options(1000) };
+        let plan = plan_shapes(&archs, &opts);
+        let total = plan.ops.len();
+
+        // Stop a few timings into the second round.
+        let mut table = CostTable::new(test_device(), Dtype::F32, test_settings(), 100.0, true);
+        let mut timer = SyntheticTimer::new(Some(total + 3));
+        assert!(profile_table(&mut timer, &plan, &opts, &mut table, Some(&path), false).is_err());
+        let mut resumed = CostTable::load(&path).unwrap();
+        assert_eq!(resumed.entries.len(), total);
+        assert_eq!(resumed.entries.iter().filter(|e| e.rounds() == 2).count(), 3);
+
+        let mut timer = SyntheticTimer::new(None);
+        let report = profile_table(&mut timer, &plan, &opts, &mut resumed, Some(&path), false).unwrap();
+        assert_eq!(report.timed, total - 3);
+        assert_eq!(report.skipped, 3);
+        assert!(CostTable::load(&path).unwrap().entries.iter().all(|e| e.rounds() == 2));
+    }
+
+    #[test]
+    fn one_round_table_gains_rounds() {
+        let archs = vec![presets::llama_tiny()];
+        let plan = plan_shapes(&archs, &options(1000));
+        let mut table = CostTable::new(test_device(), Dtype::F32, test_settings(), 100.0, true);
+        profile_table(&mut SyntheticTimer::new(None), &plan, &options(1000), &mut table, None, false).unwrap();
+        assert!(table.entries.iter().all(|e| e.rounds() == 1 && e.round_medians_ns.is_empty()));
+
+        let mut timer = SyntheticTimer::new(None);
+        let report = profile_table(&mut timer, &plan, &ProfileOptions { rounds: 3, ..options(1000) }, &mut table, None, false).unwrap();
+        assert_eq!(report.timed, 2 * plan.ops.len());
+        assert!(table.entries.iter().all(|e| e.rounds() == 3));
     }
 }

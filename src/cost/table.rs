@@ -50,6 +50,14 @@ pub struct ProfileSettings {
     pub runs: usize,
     pub quick: bool,
     pub seed: u64,
+    /// Rounds over the whole shape list; each entry is the median of its rounds (see
+    /// `profile_table`). Tables written before this field existed were profiled in one round.
+    #[serde(default = "one_round")]
+    pub rounds: usize,
+}
+
+fn one_round() -> usize {
+    1
 }
 
 /// One profiled op: its shape and the timing statistics in nanoseconds.
@@ -61,6 +69,10 @@ pub struct Entry {
     pub p10_ns: f64,
     pub p90_ns: f64,
     pub runs: usize,
+    /// Median of each round when the table was profiled in several rounds; `median_ns` is then
+    /// their median, and `p10_ns` and `p90_ns` the lowest p10 and highest p90 of the rounds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub round_medians_ns: Vec<f64>,
 }
 
 impl Entry {
@@ -72,7 +84,27 @@ impl Entry {
             p10_ns: stats.p10_ns,
             p90_ns: stats.p90_ns,
             runs: stats.runs,
+            round_medians_ns: Vec::new(),
         }
+    }
+
+    /// Rounds of timing behind this entry.
+    pub fn rounds(&self) -> usize {
+        self.round_medians_ns.len().max(1)
+    }
+
+    /// Adds one more round of timing and recomputes the combined statistics.
+    fn add_round(&mut self, stats: &TimingStats) {
+        if self.round_medians_ns.is_empty() {
+            self.round_medians_ns.push(self.median_ns);
+        }
+        self.round_medians_ns.push(stats.median_ns);
+        let mut sorted = self.round_medians_ns.clone();
+        sorted.sort_by(f64::total_cmp);
+        self.median_ns = crate::stats::percentile_sorted(&sorted, 0.5);
+        self.p10_ns = self.p10_ns.min(stats.p10_ns);
+        self.p90_ns = self.p90_ns.max(stats.p90_ns);
+        self.runs += stats.runs;
     }
 }
 
@@ -175,7 +207,7 @@ impl CostTable {
         }
         for (i, entry) in self.entries.iter().enumerate() {
             let times = [entry.median_ns, entry.p10_ns, entry.p90_ns];
-            if times.iter().any(|t| !(t.is_finite() && *t > 0.0)) {
+            if times.iter().chain(&entry.round_medians_ns).any(|t| !(t.is_finite() && *t > 0.0)) {
                 return Err(invalid(format!("entries[{i}] ({}) has a timing that is not a positive finite number", entry.op)));
             }
         }
@@ -231,6 +263,14 @@ impl CostTable {
                 self.index.insert(op.clone(), self.entries.len());
                 self.entries.push(entry);
             }
+        }
+    }
+
+    /// Adds a round of timing to the entry of `op`, or inserts the entry when there is none.
+    pub fn insert_round(&mut self, op: &Op, stats: &TimingStats) {
+        match self.index.get(op) {
+            Some(&i) => self.entries[i].add_round(stats),
+            None => self.insert(op, stats),
         }
     }
 
@@ -315,6 +355,7 @@ pub(crate) mod tests {
             runs: 3,
             quick: false,
             seed: 0,
+            rounds: 1,
         }
     }
 
