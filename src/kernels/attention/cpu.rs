@@ -249,7 +249,8 @@ pub fn attention_prefill_into(
                 first_offset: ((b * seq + first_query) * n_heads + h) * head_dim,
                 stride: row_len,
             };
-            attend_tile(tile_out, h * head_dim, row_len, q_rows, n_queries, first_query, &kv, g, shape.scale());
+            let queries = QueryTile { count: n_queries, first_position: first_query, position_step: 1 };
+            attend_tile(tile_out, h * head_dim, row_len, q_rows, queries, &kv, g, shape.scale());
         }
     });
 }
@@ -305,20 +306,35 @@ pub fn attention_decode_into(
         return;
     }
 
-    // NOTE: each query head of a GQA group streams its KV head separately. Handling a group
-    // in one task would cut KV-cache reads by n_heads / n_kv_heads.
+    // The query heads of one GQA group share a KV head, so a task attends with several of them
+    // at once and each block of keys and values is read from memory once for all of them. A
+    // group is split into smaller tiles only where there are fewer groups than threads.
+    let group = shape.group_size();
+    let groups = batch * n_kv_heads;
+    let splits = rayon::current_num_threads().div_ceil(groups).max(group.div_ceil(MAX_QUERY_TILE)).min(group);
+    let tile = group.div_ceil(splits);
     let sequence_elems = kv_capacity * n_kv_heads * head_dim;
-    out.par_chunks_mut(head_dim).enumerate().for_each(|(index, head_out)| {
-        let (b, h) = (index / n_heads, index % n_heads);
+
+    // Each task owns the output rows of a tile of one group's heads, which are contiguous.
+    let mut chunks: Vec<(usize, usize, &mut [f32])> = Vec::with_capacity(groups * splits);
+    for (index, group_out) in out.chunks_mut(group * head_dim).enumerate() {
+        for (t, tile_out) in group_out.chunks_mut(tile * head_dim).enumerate() {
+            chunks.push((index, t * tile, tile_out));
+        }
+    }
+    chunks.into_par_iter().for_each(|(index, first_head_in_group, tile_out)| {
+        let (b, g) = (index / n_kv_heads, index % n_kv_heads);
         let kv = KvView {
             k: &k_cache[b * sequence_elems..(b + 1) * sequence_elems],
             v: &v_cache[b * sequence_elems..(b + 1) * sequence_elems],
             stride: n_kv_heads * head_dim,
             head_dim,
         };
-        let q_rows = QueryRows { q, first_offset: index * head_dim, stride: head_dim };
-        // One query at position cache_len - 1 attends to every cached key.
-        attend_tile(head_out, 0, head_dim, q_rows, 1, cache_len - 1, &kv, h / shape.group_size(), shape.scale());
+        let first_head = g * group + first_head_in_group;
+        let q_rows = QueryRows { q, first_offset: (b * n_heads + first_head) * head_dim, stride: head_dim };
+        // Every query of the tile sits at position cache_len - 1 and attends to every cached key.
+        let queries = QueryTile { count: tile_out.len() / head_dim, first_position: cache_len - 1, position_step: 0 };
+        attend_tile(tile_out, 0, head_dim, q_rows, queries, &kv, g, shape.scale());
     });
 }
 
@@ -339,8 +355,17 @@ struct QueryRows<'a> {
     stride: usize,
 }
 
-/// Online-softmax attention of `n_queries` consecutive queries of one head, the first at
-/// position `first_position`, against the causal prefix of KV head `g`.
+/// Positions of the queries of one tile: query `i` is at `first_position + i·position_step`.
+/// Prefill tiles hold consecutive positions of one head (step 1), and decode tiles hold the
+/// heads of one GQA group at the same position (step 0).
+#[derive(Clone, Copy)]
+struct QueryTile {
+    count: usize,
+    first_position: usize,
+    position_step: usize,
+}
+
+/// Online-softmax attention of the queries of `tile` against the causal prefix of KV head `g`.
 ///
 /// Output row `i` is written to `out[out_offset + i·out_stride..][..head_dim]`, which also
 /// contains the running weighted sum of values until the final division.
@@ -350,12 +375,12 @@ fn attend_tile(
     out_offset: usize,
     out_stride: usize,
     q_rows: QueryRows<'_>,
-    n_queries: usize,
-    first_position: usize,
+    tile: QueryTile,
     kv: &KvView<'_>,
     g: usize,
     scale: f32,
 ) {
+    let QueryTile { count: n_queries, first_position, position_step } = tile;
     debug_assert!(n_queries <= MAX_QUERY_TILE);
     let head_dim = kv.head_dim;
     let mut running_max = [f32::NEG_INFINITY; MAX_QUERY_TILE];
@@ -365,12 +390,12 @@ fn attend_tile(
         out[out_offset + i * out_stride..][..head_dim].fill(0.0);
     }
 
-    let n_keys = first_position + n_queries;
+    let n_keys = first_position + (n_queries - 1) * position_step + 1;
     for block_start in (0..n_keys).step_by(KEY_BLOCK) {
         let block_end = (block_start + KEY_BLOCK).min(n_keys);
         for i in 0..n_queries {
-            // Causal mask: query i (position first_position + i) attends to keys up to its own position.
-            let visible_end = block_end.min(first_position + i + 1);
+            // Causal mask: query i attends to keys up to its own position.
+            let visible_end = block_end.min(first_position + i * position_step + 1);
             if visible_end <= block_start {
                 continue;
             }
@@ -502,6 +527,25 @@ mod tests {
         // Scores of ~1e4 carry an absolute f32 error of ~1e-3 before exp, which moves the
         // weights by ~1e-3 relative. Values are ~1e4, so the absolute bound is 1e4·2e-3.
         assert_close(&got, &want, 2e-3, 20.0, "prefill large magnitude");
+    }
+
+    #[test]
+    fn decode_same_bits_on_any_thread_count() {
+        // Group tiles depend on the thread count; each query's arithmetic must not.
+        for &(batch, cache_len, n_heads, n_kv_heads, head_dim) in &[(1, 300, 12, 2, 64), (3, 70, 8, 1, 16), (2, 129, 40, 1, 8)] {
+            let q = random_vec(batch * n_heads * head_dim, 1.0, 41);
+            let k = random_vec(batch * cache_len * n_kv_heads * head_dim, 1.0, 42);
+            let v = random_vec(batch * cache_len * n_kv_heads * head_dim, 1.0, 43);
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                pool.install(|| attention_decode(&q, &k, &v, batch, cache_len, n_heads, n_kv_heads, head_dim))
+            };
+            let one = run(1);
+            assert_eq!(one, run(3), "shape {:?}", (batch, cache_len, n_heads, n_kv_heads, head_dim));
+            assert_eq!(one, run(16), "shape {:?}", (batch, cache_len, n_heads, n_kv_heads, head_dim));
+            let want = attention_decode_ref(&q, &k, &v, batch, cache_len, n_heads, n_kv_heads, head_dim);
+            assert_close(&one, &want, 1e-4, 1e-5, "grouped decode");
+        }
     }
 
     #[test]
