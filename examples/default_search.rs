@@ -1,6 +1,6 @@
-//! A small search from library code: the built-in llama space, the `measure` evaluator (decode
-//! latency on a hardware GPU when one is found, else on the CPU, with the decoder-parameter
-//! proxy and peak memory), and MCTS with the surrogate scored on the same device.
+//! A small search from library code: the built-in llama space, the `measure` evaluator and
+//! MCTS. The evaluator measures decode latency on a hardware GPU when one is found, else on the
+//! CPU, with the decoder-parameter proxy and peak memory. The surrogate runs on the same device.
 //!
 //! Run with `cargo run --release --example default_search [EVALS]` (default 12). Outputs go to
 //! a temporary folder whose path is printed; the Pareto front is printed at the end.

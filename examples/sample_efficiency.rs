@@ -12,8 +12,9 @@
 //! ```
 //! Options: `--seeds N`, `--strategies mcts,random,evolution,local`, `--budget N` (MCTS,
 //! evolution and local), `--random-budget N`, `--no-extra-features` (MCTS without the analytic
-//! size features), `--surrogate ridge|mlp` (ridge by default), `--skip-constrained`,
-//! `--skip-pareto`. Needs the shared data folder
+//! size features), `--surrogate ridge|mlp` (ridge by default), `--initial N` (random
+//! evaluations before the first surrogate-guided round, 10 by default; MCTS only),
+//! `--skip-constrained`, `--skip-pareto`. Needs the shared data folder
 //! (`ALPHANAS_DATA_DIR`).
 
 use alphanas::search::{
@@ -34,6 +35,7 @@ struct Options {
     strategies: Vec<Strategy>,
     budget: usize,
     random_budget: usize,
+    initial: usize,
     extra_features: bool,
     mlp: bool,
     constrained: bool,
@@ -46,6 +48,7 @@ fn parse_options() -> Result<Options, String> {
         strategies: vec![Strategy::Mcts, Strategy::Evolution, Strategy::Random],
         budget: 600,
         random_budget: 6000,
+        initial: 10,
         extra_features: true,
         mlp: false,
         constrained: true,
@@ -66,6 +69,7 @@ fn parse_options() -> Result<Options, String> {
                     .map(|s| Strategy::parse(s.trim()).map_err(|e| e.to_string()))
                     .collect::<Result<_, _>>()?
             }
+            "--initial" => options.initial = value("--initial")?.parse().map_err(|e| format!("--initial: {e}"))?,
             "--no-extra-features" => options.extra_features = false,
             "--surrogate" => match value("--surrogate")?.as_str() {
                 "ridge" => options.mlp = false,
@@ -112,14 +116,14 @@ impl SearchHooks for SizeFeatures {
 struct NoExtra;
 impl SearchHooks for NoExtra {}
 
-fn config(strategy: Strategy, budget: usize, seed: u64, mlp: bool) -> SearchConfig {
+fn config(strategy: Strategy, budget: usize, seed: u64, mlp: bool, initial: usize) -> SearchConfig {
     SearchConfig {
         strategy,
         evals: budget,
         seed,
         q: 2,
         batch: 256,
-        initial: 10,
+        initial,
         simulations_per_round: 2048,
         kappa: 0.5,
         population: 50,
@@ -204,7 +208,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut hits99 = Vec::new();
             let started = Instant::now();
             for seed in 0..options.seeds {
-                let mut cfg = config(strategy, budget, seed, options.mlp);
+                let mut cfg = config(strategy, budget, seed, options.mlp, options.initial);
                 cfg.objectives = vec![Objective::min(QUALITY), Objective::min(LATENCY)];
                 cfg.reference_point = Some(reference.clone());
                 let report = run(&space, &evaluator, &cfg, options.extra_features)?;
@@ -242,7 +246,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut hits = Vec::new();
             let started = Instant::now();
             for seed in 0..options.seeds {
-                let mut cfg = config(strategy, budget, seed, options.mlp);
+                let mut cfg = config(strategy, budget, seed, options.mlp, options.initial);
                 cfg.objectives = vec![Objective::min(QUALITY)];
                 cfg.constraints = vec![Constraint::parse(&format!("{LATENCY}<={LATENCY_LIMIT}"))?];
                 let report = run(&space, &evaluator, &cfg, options.extra_features)?;

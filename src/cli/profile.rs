@@ -63,8 +63,8 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 
-    /// Rounds over all shapes, each in a shuffled order; every entry is the median of its
-    /// rounds, which removes drift in the machine's speed during the run [default: 3, --quick 1].
+    /// Rounds over all shapes, each in a shuffled order [default: 3, --quick 1]. Every entry is
+    /// the median of its rounds, which removes drift in the machine's speed during the run.
     /// Rerunning an existing table with more rounds adds the missing rounds.
     #[arg(long)]
     pub rounds: Option<usize>,

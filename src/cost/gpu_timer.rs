@@ -121,8 +121,8 @@ impl GpuOpTimer {
                 let a = self.tensor(m * k)?;
                 let copies = (COLD_BYTES / (n * k * self.device_dtype.size()).max(1)).clamp(1, MAX_COPIES);
                 // A B larger than one storage binding (a large vocabulary's output head) is
-                // split into blocks of its n rows, each with its own slice of C, as the model
-                // splits its head (`model::gpu`), so the op is timed as the model runs it.
+                // split into blocks of its n rows, each with its own slice of C. The model splits
+                // its head the same way (`model::gpu`), so the op is timed as the model runs it.
                 let blocks = crate::kernels::row_blocks(&self.ctx, "the timed matmul's B", n, k * self.device_dtype.size())?;
                 let mut parts = Vec::with_capacity(blocks.len());
                 for block in &blocks {
@@ -309,7 +309,8 @@ mod tests {
         assert!(ctx.check_binding("B", 5000 * 100 * 4).is_err(), "the cap must reject the whole B");
         let mut timer = GpuOpTimer::new(ctx, Dtype::F32).unwrap();
         let split = timer.time_op(&Op::matmul(1, 5000, 100), 1, 3).unwrap();
-        assert!(split.median_ns.is_finite() && split.median_ns > 0.0, "{split:?}");
+        assert!(split.median_ns.is_finite(), "{split:?}");
+        assert!(split.median_ns > 0.0, "{split:?}");
     }
 
     #[test]

@@ -50,7 +50,7 @@ pub struct ProfileSettings {
     pub runs: usize,
     pub quick: bool,
     pub seed: u64,
-    /// Rounds over the whole shape list; each entry is the median of its rounds (see
+    /// Rounds over the whole shape list, each entry being the median of its rounds (see
     /// `profile_table`). Tables written before this field existed were profiled in one round.
     #[serde(default = "one_round")]
     pub rounds: usize,
@@ -69,8 +69,8 @@ pub struct Entry {
     pub p10_ns: f64,
     pub p90_ns: f64,
     pub runs: usize,
-    /// Median of each round when the table was profiled in several rounds; `median_ns` is then
-    /// their median, and `p10_ns` and `p90_ns` the lowest p10 and highest p90 of the rounds.
+    /// Median of each round when the table was profiled in several rounds. `median_ns` is then
+    /// their median, `p10_ns` the lowest p10 and `p90_ns` the highest p90 of the rounds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub round_medians_ns: Vec<f64>,
 }

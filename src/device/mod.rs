@@ -129,10 +129,10 @@ impl GpuContext {
         Self::open(adapter, adapter.limits())
     }
 
-    /// Opens a device on the best adapter whose storage bindings are capped at `bytes` (or the
-    /// adapter's own limit when that is lower). The device then rejects larger bindings as a
-    /// GPU with that limit would, which lets tests exercise the code that splits large
-    /// operands without allocating hundreds of megabytes.
+    /// Opens a device on the best adapter with storage bindings capped at `bytes`, or at the
+    /// adapter's own limit when that is lower. The device then rejects larger bindings as a GPU
+    /// with that limit would. Tests use it to reach the code that splits large operands
+    /// without allocating hundreds of megabytes.
     pub fn with_binding_limit(bytes: u64) -> Result<Arc<GpuContext>, DeviceError> {
         let instance = adapter::instance();
         let adapter = adapter::select(&instance)?;

@@ -19,10 +19,10 @@ use super::SurrogateError;
 pub const FORMAT_VERSION: u32 = 1;
 
 /// Rows one CPU task predicts. Larger batches are split into tasks of this size over the
-/// rayon thread pool. The size does not depend on the thread count, so neither do the
-/// results: a product's bits can depend on its row count (`gemm` takes another path for a
-/// single row), and a fixed split gives every row the same products on any machine. Tasks of
-/// 32 rows (about 1.8 MFLOP for the default ensemble) already outweigh the cost of a task.
+/// rayon thread pool. A product's bits can depend on its row count, because `gemm` takes
+/// another path for a single row. The task size is therefore fixed, not derived from the thread
+/// count, so every row gets the same products on any machine. A task of 32 rows (about
+/// 1.8 MFLOP for the default ensemble) already outweighs rayon's cost per task.
 const CPU_CHUNK_ROWS: usize = 32;
 
 /// Training settings of an ensemble.

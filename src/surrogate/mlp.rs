@@ -47,8 +47,8 @@ impl Activation {
 
     /// Applies the activation to every value of `values`, the inference path. SiLU, GELU and
     /// tanh use [`exp_approx`] instead of the C library's `expf` and `tanhf`, so the loop has no
-    /// calls and the compiler vectorises it; the results differ from [`Activation::apply`] by a
-    /// few units in the last place (`applied_slices_match_scalar` bounds it).
+    /// calls and the compiler vectorises it. The results stay within 1e-6 relative (1e-7
+    /// absolute near zero) of [`Activation::apply`], as `applied_slices_match_scalar` checks.
     pub fn apply_slice(self, values: &mut [f32]) {
         match self {
             Activation::Relu => values.iter_mut().for_each(|v| *v = v.max(0.0)),
@@ -90,10 +90,10 @@ impl Activation {
     }
 }
 
-/// `e^x` in f32 with a relative error below 3e-7 for every finite input, written without
-/// calls or branches so that loops over slices vectorise. Inputs are clamped to [−87, 88],
-/// where `e^x` is a normal f32; beyond them the result saturates instead of reaching 0 or ∞,
-/// which the callers (sigmoid and tanh) absorb.
+/// `e^x` in f32, written without calls or branches so that loops over slices vectorise. On
+/// [−87, 88] the relative error is below 3e-7 (checked on a fine grid by the test below).
+/// Inputs are clamped to that range, where `e^x` is a normal f32. Beyond it the result
+/// saturates instead of reaching 0 or ∞, which the callers (sigmoid and tanh) absorb.
 ///
 /// Method: `x = n·ln 2 + r` with `n` the nearest integer to `x / ln 2` (found by adding and
 /// subtracting 1.5·2²³) and `|r| ≤ ln 2 / 2`, `e^r` by its degree-6 Taylor polynomial, and
@@ -345,8 +345,10 @@ mod tests {
         }
         assert!(worst < 3e-7, "worst relative error {worst:e}");
         // Saturation instead of 0, ∞ or NaN beyond the clamp.
-        assert!(exp_approx(-1e4) > 0.0 && exp_approx(-1e4) < 1e-37);
-        assert!(exp_approx(1e4).is_finite() && exp_approx(1e4) > 1e38);
+        assert!(exp_approx(-1e4) > 0.0);
+        assert!(exp_approx(-1e4) < 1e-37);
+        assert!(exp_approx(1e4).is_finite());
+        assert!(exp_approx(1e4) > 1e38);
         assert_eq!(exp_approx(0.0), 1.0);
     }
 

@@ -63,7 +63,7 @@ fn seed_fixes_bits_across_threads() {
 }
 
 #[test]
-fn prediction_does_not_depend_on_threads_or_batch_split() {
+fn predict_same_on_any_thread_count() {
     let (x, y) = synthetic(300, 0);
     let cfg = EnsembleConfig { epochs: 5, ..small_config() };
     let model = Ensemble::fit(&x, &y, names("x", 2), names("y", 2), &cfg).unwrap();
