@@ -83,13 +83,18 @@ impl CommandEvaluator {
         &self.argv
     }
 
-    fn run_trial(&self, trial: u64, input: &str, input_path: &std::path::Path) -> Result<BTreeMap<String, f64>, (Status, String)> {
+    fn run_trial(&self, trial: u64, input_path: &std::path::Path) -> Result<BTreeMap<String, f64>, (Status, String)> {
+        // Stdin is the candidate's file itself, not a pipe: a child that exits without reading
+        // its stdin would otherwise close the pipe under our write, and the SIGPIPE that
+        // `main` leaves at its default action would kill the whole search.
+        let stdin = std::fs::File::open(input_path)
+            .map_err(|e| (Status::Failed, format!("cannot open the candidate file {}: {e}", input_path.display())))?;
         let mut command = Command::new(&self.argv[0]);
         command
             .args(&self.argv[1..])
             .env("ALPHANAS_ARCH_FILE", input_path)
             .env("ALPHANAS_TRIAL_ID", trial.to_string())
-            .stdin(Stdio::piped())
+            .stdin(Stdio::from(stdin))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
@@ -101,15 +106,8 @@ impl CommandEvaluator {
         })?;
         let group = child.id() as libc::pid_t;
 
-        // Stdin, stdout and stderr are served on their own threads, so a child that fills one
-        // pipe while we wait on another cannot deadlock.
-        let stdin_writer = child.stdin.take().map(|mut stdin| {
-            let bytes = input.as_bytes().to_vec();
-            std::thread::spawn(move || {
-                // A child that never reads its stdin closes the pipe early; that is allowed.
-                let _ = stdin.write_all(&bytes);
-            })
-        });
+        // Stdout and stderr are drained on their own threads, so a child that fills one pipe
+        // while we wait on the other cannot deadlock.
         let stdout_reader = child.stdout.take().map(|out| spawn_tail_reader(out, STDOUT_TAIL_BYTES));
         let stderr_reader = child.stderr.take().map(|err| spawn_tail_reader(err, STDERR_TAIL_BYTES));
 
@@ -118,9 +116,6 @@ impl CommandEvaluator {
         if matches!(waited, Ok(None)) {
             // Reap the leader that the time-out killed.
             let _ = child.wait();
-        }
-        if let Some(handle) = stdin_writer {
-            let _ = handle.join();
         }
         let stdout = join_reader(stdout_reader);
         let stderr = join_reader(stderr_reader);
@@ -162,7 +157,7 @@ impl Evaluator for CommandEvaluator {
             Err(e) => return EvalOutcome::failed(Status::Failed, e, start.elapsed().as_secs_f64()),
         };
 
-        let result = self.run_trial(trial, &input, &input_file.path);
+        let result = self.run_trial(trial, &input_file.path);
         let elapsed = start.elapsed().as_secs_f64();
         match result {
             Ok(metrics) => EvalOutcome::ok(metrics, elapsed),
