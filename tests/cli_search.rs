@@ -228,3 +228,42 @@ fn search_option_errors() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn search_evaluator_ignoring_stdin() {
+    // A program that never reads its stdin exits while AlphaNAS could still be writing to it.
+    // With a pipe, the write would raise SIGPIPE and kill the whole search.
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("noread.sh");
+    std::fs::write(&script, "#!/bin/sh\necho '{\"cost\": 1, \"size\": 2}'\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = dir.path().join("run");
+    let mut args = command_search_args(&script, 6);
+    args.extend(["--out".into(), out.display().to_string()]);
+    let output = alphanas().args(&args).output().unwrap();
+    assert!(output.status.success(), "{:?}: {}", output.status, String::from_utf8_lossy(&output.stderr));
+    let lines = history_lines(&out);
+    assert_eq!(lines.len(), 6);
+    assert!(lines.iter().all(|l| l.contains("\"status\":\"ok\"")), "{lines:?}");
+}
+
+#[test]
+fn search_max_params_skips_large_candidates() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let limit = 20_000_000.0;
+    let output = alphanas()
+        .args(["search", "--evaluator", "proxy", "--evals", "16", "--max-params", "20000000", "--seed", "5", "-q", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let lines = history_lines(&out);
+    assert_eq!(lines.len(), 16);
+    for line in &lines {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        let params = record["metrics"]["params"].as_f64().unwrap();
+        assert!(params <= limit, "evaluated a candidate over --max-params: {line}");
+    }
+}

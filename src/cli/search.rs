@@ -242,7 +242,7 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
     if global.json {
         print_json_summary(&out_dir, &objectives, &report, &exported)?;
     } else {
-        print_front(&objectives, &report);
+        print_front(&objectives, &cfg.constraints, &report);
         println!("outputs: {}", out_dir.display());
         if args.export_front {
             println!("exported {} of {} front architectures to {}", exported.len(), report.front.len(), out_dir.join("front").display());
@@ -525,17 +525,35 @@ fn describe_candidate(candidate: &Candidate) -> String {
 }
 
 /// Prints the front as a table, one row per point, sorted by the first objective.
-fn print_front(objectives: &[Objective], report: &SearchReport) {
-    let ok = report.status_counts.get("ok").copied().unwrap_or(0);
+fn print_front(objectives: &[Objective], constraints: &[Constraint], report: &SearchReport) {
+    let count = |status: &str| report.status_counts.get(status).copied().unwrap_or(0);
+    let over_limit = report
+        .history
+        .iter()
+        .filter(|r| r.outcome.status == crate::eval::Status::Ok && !crate::search::is_feasible(constraints, &r.outcome.metrics))
+        .count();
+    let mut counts = vec![format!("{} ok", count("ok"))];
+    if over_limit > 0 {
+        counts.push(format!("{over_limit} of them over a constraint"));
+    }
+    for status in ["infeasible", "failed", "timeout"] {
+        if count(status) > 0 {
+            counts.push(format!("{} {status}", count(status)));
+        }
+    }
     println!(
-        "{} evaluations ({} ok), Pareto front of {} point{}:",
+        "{} evaluations ({}), Pareto front of {} point{}:",
         report.history.len(),
-        ok,
+        counts.join(", "),
         report.front.len(),
         if report.front.len() == 1 { "" } else { "s" }
     );
     if report.front.is_empty() {
-        println!("  (no feasible ok result; loosen the constraints or check the errors in history.jsonl)");
+        if constraints.is_empty() {
+            println!("  (no ok result; see the errors in history.jsonl)");
+        } else {
+            println!("  (no ok result within the constraints; loosen them or see the errors in history.jsonl)");
+        }
         return;
     }
     let mut header = format!("{:>5}", "eval");

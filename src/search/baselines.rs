@@ -15,21 +15,30 @@ use std::collections::HashSet;
 /// Gives up after `64·n + 256` draws, which only happens when few unseen candidates remain.
 pub(crate) fn sample_unseen(
     space: &dyn SearchSpace,
+    problem: &Problem,
     seen: &HashSet<Vec<u32>>,
     taken: &mut HashSet<Vec<u32>>,
     rng: &mut StdRng,
     n: usize,
 ) -> Vec<Vec<u32>> {
     let mut out = Vec::with_capacity(n);
-    let mut attempts = 64 * n + 256;
-    while out.len() < n && attempts > 0 {
-        attempts -= 1;
-        let choices = space.sample(rng);
-        if seen.contains(&choices) || taken.contains(&choices) {
-            continue;
+    // First draw only candidates that keep the constraints known before evaluation (the
+    // parameter count). Where those are too rare to find, the rest are drawn without the check
+    // and the search records them as infeasible.
+    for check_constraints in [true, false] {
+        let mut attempts = 64 * n + 256;
+        while out.len() < n && attempts > 0 {
+            attempts -= 1;
+            let choices = space.sample(rng);
+            if seen.contains(&choices) || taken.contains(&choices) {
+                continue;
+            }
+            if check_constraints && problem.has_known_constraints() && problem.known_violation(&space.candidate(&choices)).is_some() {
+                continue;
+            }
+            taken.insert(choices.clone());
+            out.push(choices);
         }
-        taken.insert(choices.clone());
-        out.push(choices);
     }
     out
 }
@@ -70,7 +79,7 @@ pub(crate) struct RandomProposer;
 impl Proposer for RandomProposer {
     fn propose(&mut self, ctx: &mut Context<'_>, n: usize) -> crate::Result<Vec<Proposal>> {
         let mut taken = HashSet::new();
-        let picks = sample_unseen(ctx.space, ctx.seen, &mut taken, ctx.rng, n);
+        let picks = sample_unseen(ctx.space, ctx.problem, ctx.seen, &mut taken, ctx.rng, n);
         Ok(picks.into_iter().map(|choices| Proposal { choices, source: "random", predicted: None }).collect())
     }
 }
@@ -126,7 +135,7 @@ impl Proposer for EvolutionProposer {
         let mut taken = HashSet::new();
         if ctx.history.len() < self.population {
             let want = n.min(self.population - ctx.history.len());
-            let picks = sample_unseen(ctx.space, ctx.seen, &mut taken, ctx.rng, want);
+            let picks = sample_unseen(ctx.space, ctx.problem, ctx.seen, &mut taken, ctx.rng, want);
             return Ok(picks.into_iter().map(|choices| Proposal { choices, source: "random", predicted: None }).collect());
         }
         let start = ctx.history.len() - self.population;
@@ -153,7 +162,7 @@ impl Proposer for EvolutionProposer {
         }
         if out.len() < n {
             // Mutations keep hitting evaluated candidates; fill up at random.
-            let picks = sample_unseen(ctx.space, ctx.seen, &mut taken, ctx.rng, n - out.len());
+            let picks = sample_unseen(ctx.space, ctx.problem, ctx.seen, &mut taken, ctx.rng, n - out.len());
             out.extend(picks.into_iter().map(|choices| Proposal { choices, source: "random", predicted: None }));
         }
         Ok(out)
@@ -269,7 +278,7 @@ impl Proposer for LocalProposer {
                 if self.current.is_some() {
                     self.restart(ctx);
                 }
-                let picks = sample_unseen(ctx.space, ctx.seen, &mut taken, ctx.rng, 1);
+                let picks = sample_unseen(ctx.space, ctx.problem, ctx.seen, &mut taken, ctx.rng, 1);
                 let Some(choices) = picks.into_iter().next() else {
                     break;
                 };

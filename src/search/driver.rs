@@ -152,7 +152,7 @@ pub fn run_search(
         let first = history.len();
         let candidates: Vec<Candidate> = proposals.iter().map(|p| space.candidate(&p.choices)).collect();
         let mut write_error = None;
-        let finished = evaluate_in_order(&evaluator, &candidates, first, cfg.workers, &cfg.stop, |i, outcome| {
+        let finished = evaluate_in_order(&evaluator, &problem, &candidates, first, cfg.workers, &cfg.stop, |i, outcome| {
             let proposal = &proposals[i];
             let predicted = proposal.predicted.as_ref().map(|values| {
                 problem.targets.iter().cloned().zip(values.iter().copied()).collect::<BTreeMap<_, _>>()
@@ -307,8 +307,10 @@ fn update_progress(problem: &Problem, progress: &mut Progress, record: &EvalReco
 /// candidate order (buffering results that finish early). No new evaluation starts once
 /// `stop` is set or `on_done` returns false; evaluations in flight are finished. Returns the
 /// number of outcomes handed over, a prefix of `candidates`.
+#[allow(clippy::too_many_arguments)]
 fn evaluate_in_order(
     evaluator: &Arc<dyn Evaluator>,
+    problem: &Problem,
     candidates: &[Candidate],
     first_trial: usize,
     workers: usize,
@@ -331,7 +333,11 @@ fn evaluate_in_order(
                 if i >= candidates.len() {
                     break;
                 }
-                let outcome = evaluate_guarded(&**evaluator, (first_trial + i) as u64, &candidates[i]);
+                // A candidate that breaks a constraint on its parameter count is recorded as
+                // infeasible without running the evaluator.
+                let outcome = problem
+                    .known_violation(&candidates[i])
+                    .unwrap_or_else(|| evaluate_guarded(&**evaluator, (first_trial + i) as u64, &candidates[i]));
                 if sender.send((i, outcome)).is_err() {
                     break;
                 }

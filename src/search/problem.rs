@@ -3,7 +3,8 @@
 
 use super::journal::EvalRecord;
 use super::objective::{is_feasible, Constraint, Objective};
-use crate::eval::Status;
+use crate::eval::{EvalOutcome, Status};
+use crate::space::Candidate;
 use std::collections::BTreeMap;
 
 /// Objectives and constraints of one search.
@@ -47,6 +48,45 @@ impl Problem {
         self.targets.iter().map(|t| metrics.get(t).copied().filter(|v| v.is_finite())).collect()
     }
 
+    /// Returns an `infeasible` outcome when `candidate` violates a constraint on a metric that
+    /// follows from the architecture alone (`params`, `decoder_params`), so the search can skip
+    /// it without running the evaluator. Returns `None` when no such constraint is violated,
+    /// and for table rows.
+    pub fn known_violation(&self, candidate: &Candidate) -> Option<EvalOutcome> {
+        if !self.has_known_constraints() {
+            return None;
+        }
+        let Candidate::Arch(arch) = candidate else {
+            return None;
+        };
+        let known = |metric: &str| match metric {
+            "params" => Some(arch.params() as f64),
+            crate::eval::proxy::DECODER_PARAMS => Some(arch.non_embedding_params() as f64),
+            _ => None,
+        };
+        let mut metrics = BTreeMap::new();
+        let mut broken = Vec::new();
+        for constraint in &self.constraints {
+            let Some(value) = known(&constraint.metric) else {
+                continue;
+            };
+            metrics.insert(constraint.metric.clone(), value);
+            if !constraint.is_satisfied(value) {
+                broken.push(format!("{} = {value} breaks {constraint}", constraint.metric));
+            }
+        }
+        if broken.is_empty() {
+            return None;
+        }
+        let error = format!("not evaluated: {}", broken.join(", "));
+        Some(EvalOutcome { status: Status::Infeasible, metrics, error: Some(error), elapsed_s: 0.0 })
+    }
+
+    /// Whether a constraint applies to a metric that [`Problem::known_violation`] can check.
+    pub fn has_known_constraints(&self) -> bool {
+        self.constraints.iter().any(|c| c.metric == "params" || c.metric == crate::eval::proxy::DECODER_PARAMS)
+    }
+
     /// Whether `record` is ok and satisfies every constraint.
     pub fn is_feasible_ok(&self, record: &EvalRecord) -> bool {
         record.outcome.status == Status::Ok && is_feasible(&self.constraints, &record.outcome.metrics)
@@ -82,5 +122,36 @@ impl Problem {
             })
             .sum();
         (violation, objective[0])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::presets;
+    use crate::search::Bound;
+
+    fn max_params(limit: f64) -> Problem {
+        let constraint = Constraint { metric: "params".into(), bound: Bound::AtMost, limit };
+        Problem::new(&[Objective::parse("min:loss").unwrap()], &[constraint])
+    }
+
+    #[test]
+    fn known_violation_flags_large_models() {
+        let arch = presets::llama_tiny();
+        let params = arch.params() as f64;
+        let outcome = max_params(params - 1.0).known_violation(&Candidate::Arch(arch.clone())).unwrap();
+        assert_eq!(outcome.status, Status::Infeasible);
+        assert_eq!(outcome.metrics["params"], params);
+        assert!(outcome.error.unwrap().starts_with("not evaluated: params"));
+        assert!(max_params(params).known_violation(&Candidate::Arch(arch)).is_none());
+    }
+
+    #[test]
+    fn known_violation_ignores_measured_metrics() {
+        let constraint = Constraint { metric: "latency_decode_ms".into(), bound: Bound::AtMost, limit: 0.0 };
+        let problem = Problem::new(&[Objective::parse("min:loss").unwrap()], &[constraint]);
+        assert!(!problem.has_known_constraints());
+        assert!(problem.known_violation(&Candidate::Arch(presets::llama_tiny())).is_none());
     }
 }

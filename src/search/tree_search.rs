@@ -101,7 +101,7 @@ impl Proposer for MctsProposer {
         }
         if x.len() < self.initial {
             let mut taken = HashSet::new();
-            let picks = sample_unseen(ctx.space, ctx.seen, &mut taken, ctx.rng, n);
+            let picks = sample_unseen(ctx.space, ctx.problem, ctx.seen, &mut taken, ctx.rng, n);
             return Ok(picks.into_iter().map(|choices| Proposal { choices, source: "initial", predicted: None }).collect());
         }
 
@@ -162,10 +162,14 @@ impl Proposer for MctsProposer {
         );
 
         self.priors = PriorTable::from_rewards(pool.values().map(|c| (c.choices.as_slice(), c.reward)));
+        // Leaves that break a constraint known before evaluation are dropped here.
+        if ctx.problem.has_known_constraints() {
+            pool.retain(|choices, _| ctx.problem.known_violation(&ctx.space.candidate(choices)).is_none());
+        }
         let mut proposals = pick_batch(pool, ctx.seen, acquisition, n);
         if proposals.len() < n {
             let mut taken: HashSet<Vec<u32>> = proposals.iter().map(|p| p.choices.clone()).collect();
-            let picks = sample_unseen(ctx.space, ctx.seen, &mut taken, ctx.rng, n - proposals.len());
+            let picks = sample_unseen(ctx.space, ctx.problem, ctx.seen, &mut taken, ctx.rng, n - proposals.len());
             proposals.extend(picks.into_iter().map(|choices| Proposal { choices, source: "random", predicted: None }));
         }
         Ok(proposals)
