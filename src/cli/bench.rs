@@ -183,7 +183,7 @@ fn run_op(args: &OpArgs, global: &Global) -> crate::Result<()> {
             "`bench op attention` is not available in this build yet: the attention kernels have not been merged".into(),
         ));
     }
-    let backend = Backend::resolve(global.backend)?;
+    let backend = Backend::resolve_for_measurement(global.backend)?;
     let report = measure_op(args, &backend)?;
 
     if global.json {

@@ -56,7 +56,7 @@ pub struct ModelArgs {
 /// Runs `bench model` and prints the result as a table or, with `--json`, one JSON object.
 pub fn run(args: &ModelArgs, global: &Global) -> Result<()> {
     let arch = super::arch::read_arch(&args.arch)?;
-    let result = match Backend::resolve(global.backend)? {
+    let result = match Backend::resolve_for_measurement(global.backend)? {
         Backend::Gpu(ctx) => {
             let dtype = match args.dtype {
                 ModelDtype::F32 => DType::F32,
