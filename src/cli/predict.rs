@@ -323,13 +323,16 @@ pub fn run_validate(args: &ValidateArgs, global: &Global) -> crate::Result<()> {
     if args.save && args.calibrate > 0 {
         table.recalibrate()?;
         table.save(&args.table)?;
-        log::info!("stored the calibration in {}", args.table.display());
+
     }
 
     if global.json {
         return super::print_json(&output);
     }
     print_validation(&output, &args.table, &table);
+    if args.save && args.calibrate > 0 {
+        println!("stored the calibration and its {} measured models in {}", args.calibrate * modes.len(), args.table.display());
+    }
     Ok(())
 }
 
@@ -351,7 +354,8 @@ fn print_validation(output: &ValidateOutput, path: &std::path::Path, table: &Cos
             println!("{:<8} {:<7} {:>7.1}% {:>11.1}% {:>12.3}", mode.name(), label, 100.0 * s.mape, 100.0 * s.within_10pct, s.kendall_tau);
         }
         if let Some(fit) = &report.fit {
-            println!("         fit: measured ≈ {:.4}·predicted + {:.4} ms on {} models", fit.a, fit.b, fit.n_models);
+            let sign = if fit.b < 0.0 { '−' } else { '+' };
+            println!("         fit: measured ≈ {:.4}·predicted {sign} {:.4} ms on {} models", fit.a, fit.b.abs(), fit.n_models);
         }
     }
 }

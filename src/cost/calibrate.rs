@@ -39,6 +39,11 @@ pub struct LinearFit {
     /// The same after the correction (an in-sample figure: held-out errors come from
     /// `alphanas validate-cost`).
     pub mape_after: f64,
+    /// Smallest raw prediction among the fitted models. Below it the correction is the pure
+    /// scale it has there, so a negative intercept cannot push small models towards zero.
+    /// Absent in tables written before this field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_predicted_ms: Option<f64>,
 }
 
 impl LinearFit {
@@ -78,20 +83,24 @@ impl LinearFit {
             }
         };
 
-        let corrected: Vec<f64> = predicted.iter().map(|p| a * p + b).collect();
-        Some(LinearFit {
-            a,
-            b,
-            n_models: n,
-            mape_before: crate::stats::mape(predicted, measured),
-            mape_after: crate::stats::mape(&corrected, measured),
-        })
+        let min_predicted_ms = predicted.iter().copied().fold(f64::INFINITY, f64::min);
+        let mut fit = LinearFit { a, b, n_models: n, mape_before: 0.0, mape_after: 0.0, min_predicted_ms: Some(min_predicted_ms) };
+        let corrected: Vec<f64> = predicted.iter().map(|&p| fit.apply(p)).collect();
+        fit.mape_before = crate::stats::mape(predicted, measured);
+        fit.mape_after = crate::stats::mape(&corrected, measured);
+        Some(fit)
     }
 
-    /// Returns the corrected latency, never below 1% of the raw one (a negative intercept must not
-    /// turn a tiny model's latency negative).
+    /// Returns the corrected latency. Within and above the fitted range it is `a·raw + b`.
+    /// Below the smallest fitted prediction it is `raw` times the ratio the line gives there,
+    /// because extrapolating the intercept to small models can make their latency tiny or
+    /// negative. The result is never below 1% of the raw one.
     pub fn apply(&self, raw_ms: f64) -> f64 {
-        (self.a * raw_ms + self.b).max(0.01 * raw_ms)
+        let corrected = match self.min_predicted_ms {
+            Some(low) if raw_ms < low && low > 0.0 => raw_ms * (self.a * low + self.b) / low,
+            _ => self.a * raw_ms + self.b,
+        };
+        corrected.max(0.01 * raw_ms)
     }
 }
 
@@ -208,9 +217,24 @@ mod tests {
 
     #[test]
     fn apply_never_goes_negative() {
-        let fit = LinearFit { a: 1.0, b: -5.0, n_models: 2, mape_before: 0.0, mape_after: 0.0 };
+        let fit = LinearFit { a: 1.0, b: -5.0, n_models: 2, mape_before: 0.0, mape_after: 0.0, min_predicted_ms: None };
         assert_eq!(fit.apply(1.0), 0.01);
         assert_eq!(fit.apply(10.0), 5.0);
+    }
+
+    #[test]
+    fn apply_scales_below_fitted_range() {
+        // Fitted on raw predictions of 20 to 40 ms: a negative intercept would send a 2 ms model
+        // to 0.02 ms. Below 20 ms the ratio at 20 ms (15 / 20) applies instead.
+        let fit = LinearFit::fit(&[20.0, 30.0, 40.0], &[15.0, 25.0, 35.0]).unwrap();
+        assert!((fit.a - 1.0).abs() < 1e-9, "{fit:?}");
+        assert!((fit.b + 5.0).abs() < 1e-9, "{fit:?}");
+        assert_eq!(fit.min_predicted_ms, Some(20.0));
+        assert!((fit.apply(2.0) - 1.5).abs() < 1e-9, "{}", fit.apply(2.0));
+        assert!((fit.apply(30.0) - 25.0).abs() < 1e-9);
+        assert!((fit.apply(60.0) - 55.0).abs() < 1e-9);
+        // The two pieces meet at the smallest fitted prediction.
+        assert!((fit.apply(20.0 - 1e-9) - fit.apply(20.0)).abs() < 1e-6);
     }
 
     #[test]
