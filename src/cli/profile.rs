@@ -196,15 +196,12 @@ fn open_or_create(args: &Args, settings: &ProfileSettings, timer: &mut dyn OpTim
             )));
         }
         // The round count may change: more rounds refine the entries already there.
-        if table.settings != (ProfileSettings { rounds: table.settings.rounds, ..settings.clone() }) {
+        let differences = settings_differences(&table.settings, settings);
+        if !differences.is_empty() {
             return Err(Error::Invalid(format!(
-                "{} was profiled with other settings (space {}, modes {:?}, batch {}, seq {}, quick {}); rerun with the same options or choose another --out",
+                "{} was profiled with other settings ({}); rerun with the table's settings to continue it, or choose another --out",
                 args.out.display(),
-                table.settings.space,
-                table.settings.modes,
-                table.settings.batch,
-                table.settings.seq,
-                table.settings.quick
+                differences.join(", ")
             )));
         }
         table.settings.rounds = table.settings.rounds.max(settings.rounds);
@@ -214,6 +211,29 @@ fn open_or_create(args: &Args, settings: &ProfileSettings, timer: &mut dyn OpTim
     let overhead = timer.time_dispatch_overhead(10, 200)?;
     log::info!("dispatch overhead: median {:.0} ns", overhead.median_ns);
     Ok(CostTable::new(timer.device_info(), dtype, settings.clone(), overhead.median_ns, timer.includes_dispatch_overhead()))
+}
+
+/// Lists the settings, other than the round count, in which `table` and `requested` differ, as
+/// `name TABLE (this run: REQUESTED)` with the command-line spelling of each value.
+fn settings_differences(table: &ProfileSettings, requested: &ProfileSettings) -> Vec<String> {
+    let modes = |s: &ProfileSettings| s.modes.iter().map(|m| m.name()).collect::<Vec<_>>().join(",");
+    let fields: [(&str, String, String); 10] = [
+        ("--space", table.space.clone(), requested.space.clone()),
+        ("--modes", modes(table), modes(requested)),
+        ("--batch", table.batch.to_string(), requested.batch.to_string()),
+        ("--seq", table.seq.to_string(), requested.seq.to_string()),
+        ("--samples", table.architectures_sampled.to_string(), requested.architectures_sampled.to_string()),
+        ("--max-shapes", table.max_shapes_per_op.to_string(), requested.max_shapes_per_op.to_string()),
+        ("--warmup", table.warmup.to_string(), requested.warmup.to_string()),
+        ("--runs", table.runs.to_string(), requested.runs.to_string()),
+        ("--quick", table.quick.to_string(), requested.quick.to_string()),
+        ("--seed", table.seed.to_string(), requested.seed.to_string()),
+    ];
+    fields
+        .into_iter()
+        .filter(|(_, stored, asked)| stored != asked)
+        .map(|(name, stored, asked)| format!("{name} {stored} (this run: {asked})"))
+        .collect()
 }
 
 /// Draws `n` architectures from the space `name` with `seed`.
