@@ -98,6 +98,16 @@ fn corrupted_entry_names_its_path() {
 }
 
 #[test]
+fn mode_not_profiled_is_rejected() {
+    let mut table = table_for(&presets::llama_tiny());
+    table.settings.modes = vec![Mode::Decode];
+    let err = table.predict(&presets::llama_tiny(), Mode::Prefill, 1, 16).unwrap_err().to_string();
+    assert!(err.contains("profiled for decode only, not prefill"), "{err}");
+    assert!(err.contains("--mode decode"), "{err}");
+    assert!(table.predict(&presets::llama_tiny(), Mode::Decode, 1, 16).is_ok());
+}
+
+#[test]
 fn bad_round_median_is_rejected() {
     let table = table_for(&presets::llama_tiny());
     let mut value = serde_json::to_value(&table).unwrap();

@@ -265,6 +265,16 @@ impl<'a> Predictor<'a> {
         if batch == 0 || seq == 0 {
             return Err(CostError::Invalid(format!("batch ({batch}) and seq ({seq}) must be at least 1")));
         }
+        let modes = &self.table.settings.modes;
+        if !modes.contains(&mode) {
+            let profiled: Vec<&str> = modes.iter().map(|m| m.name()).collect();
+            return Err(CostError::Invalid(format!(
+                "cost table {} was profiled for {} only, not {mode}; predict with --mode {}, or profile with --modes including {mode}",
+                self.table.path(),
+                profiled.join(" and "),
+                profiled.first().copied().unwrap_or("decode")
+            )));
+        }
         let overhead_ns = if self.table.entries_include_overhead { 0.0 } else { self.table.dispatch_overhead_ns };
 
         let mut prediction = Prediction {
