@@ -331,7 +331,7 @@ pub fn run_validate(args: &ValidateArgs, global: &Global) -> crate::Result<()> {
     }
     print_validation(&output, &args.table, &table);
     if args.save && args.calibrate > 0 {
-        println!("stored the calibration and its {} measured models in {}", args.calibrate * modes.len(), args.table.display());
+        println!("stored the calibration, fitted on {} measured models per mode, in {}", args.calibrate, args.table.display());
     }
     Ok(())
 }
