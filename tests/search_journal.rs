@@ -3,7 +3,7 @@
 #[path = "search_common.rs"]
 mod common;
 
-use alphanas::search::{run_search, NoHooks, Objective, SearchConfig, Strategy, SurrogateKind};
+use alphanas::search::{run_search, Constraint, NoHooks, Objective, SearchConfig, Strategy, SurrogateKind};
 use alphanas::space::SearchSpace;
 use common::{BowlEvaluator, GridSpace};
 use std::collections::HashSet;
@@ -126,6 +126,20 @@ fn resume_rejects_other_objectives() {
     let err = run_search(space, evaluator, &cfg, &mut NoHooks).unwrap_err().to_string();
     assert!(err.contains("cannot resume"), "{err}");
     assert!(err.contains("objectives"), "{err}");
+    assert!(err.contains("not min:loss;"), "the new objectives in their CLI form: {err}");
+    assert!(!err.contains('['), "no debug formatting: {err}");
+}
+
+#[test]
+fn resume_rejects_other_constraints() {
+    let dir = tempfile::tempdir().unwrap();
+    let (space, evaluator) = problem();
+    run_search(space.clone(), evaluator.clone(), &config(dir.path(), 6, false), &mut NoHooks).unwrap();
+    let mut cfg = config(dir.path(), 10, true);
+    cfg.constraints = vec![Constraint::parse("cost<=5").unwrap()];
+    let err = run_search(space, evaluator, &cfg, &mut NoHooks).unwrap_err().to_string();
+    assert!(err.contains("constraints (none), not cost<=5"), "{err}");
+    assert!(err.contains("settings.json"), "{err}");
 }
 
 #[test]

@@ -219,23 +219,29 @@ pub struct Settings {
 impl Settings {
     /// Checks that a search with `self` may continue the one recorded as `stored`.
     pub fn check_resume(&self, stored: &Settings, dir: &Path) -> crate::Result<()> {
-        let mismatch = |what: &str, old: &dyn std::fmt::Debug, new: &dyn std::fmt::Debug| {
+        let mismatch = |what: &str, old: String, new: String| {
             crate::Error::Invalid(format!(
-                "cannot resume {}: it was searched with {what} {old:?}, not {new:?}; use the original settings or a new --out directory",
-                dir.display()
+                "cannot resume {}: it was searched with {what} {old}, not {new}; pass the original options again ({} lists them) or use a new --out directory",
+                dir.display(),
+                dir.join("settings.json").display()
             ))
         };
-        if stored.space != self.space || stored.space_size != self.space_size {
-            return Err(mismatch("space", &(&stored.space, &stored.space_size), &(&self.space, &self.space_size)));
+        let list = |items: &[String]| if items.is_empty() { "(none)".to_string() } else { items.join(", ") };
+        if stored.space != self.space {
+            return Err(mismatch("space", stored.space.clone(), self.space.clone()));
+        }
+        if stored.space_size != self.space_size {
+            let size = |s: &Settings| format!("{} of {} architectures", s.space, s.space_size);
+            return Err(mismatch("space", size(stored), format!("{} (the space's definition changed)", size(self))));
         }
         if stored.evaluator != self.evaluator {
-            return Err(mismatch("evaluator", &stored.evaluator, &self.evaluator));
+            return Err(mismatch("evaluator", stored.evaluator.clone(), self.evaluator.clone()));
         }
         if stored.objectives != self.objectives {
-            return Err(mismatch("objectives", &stored.objectives, &self.objectives));
+            return Err(mismatch("objectives", list(&stored.objectives), list(&self.objectives)));
         }
         if stored.constraints != self.constraints {
-            return Err(mismatch("constraints", &stored.constraints, &self.constraints));
+            return Err(mismatch("constraints", list(&stored.constraints), list(&self.constraints)));
         }
         if stored.strategy != self.strategy || stored.seed != self.seed {
             log::info!(
