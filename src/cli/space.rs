@@ -112,7 +112,8 @@ fn describe(space: &Space, global: &Global) -> crate::Result<()> {
         } else {
             decision.field.name().to_string()
         };
-        println!("  {name:<22} {:>6} choices: {}", decision.choices.len(), list_values(&decision.choices));
+        let count = decision.choices.len();
+        println!("  {name:<22} {count:>6} choice{}: {}", if count == 1 { "" } else { "s" }, list_values(&decision.choices));
     }
     if !space.spec().fixed.is_empty() {
         let fixed: Vec<String> = space.spec().fixed.iter().map(|(f, v)| format!("{f}={v}")).collect();

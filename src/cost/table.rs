@@ -166,7 +166,12 @@ impl CostTable {
         let parse_error = |e: serde_json::Error| CostError::Parse {
             path: path.to_string(),
             location: if e.line() > 0 { format!(" at line {} column {}", e.line(), e.column()) } else { String::new() },
-            message: e.to_string(),
+            // serde_json ends its message with the position, which `location` already gives.
+            message: {
+                let text = e.to_string();
+                let position = format!(" at line {} column {}", e.line(), e.column());
+                text.strip_suffix(&position).unwrap_or(&text).to_string()
+            },
         };
 
         // Check the version before the schema, so a future format gets the version message and
