@@ -574,20 +574,29 @@ fn print_front(objectives: &[Objective], constraints: &[Constraint], report: &Se
         println!("{line}");
     }
     if let Some(hv) = report.hypervolume.last() {
-        println!("hypervolume {} (reference point {:?})", format_value(*hv), report.reference_point);
+        // The reference point is stored with maximised objectives negated; print it in their
+        // own sense.
+        let reference: Vec<String> = objectives
+            .iter()
+            .zip(&report.reference_point)
+            .map(|(o, &v)| format!("{} {}", o.metric, format_value(if o.sense == Sense::Max { -v } else { v })))
+            .collect();
+        println!("hypervolume {} (reference point: {})", format_value(*hv), reference.join(", "));
     }
 }
 
-/// Four significant digits, with thousands grouping for large integers.
+/// Four decimals, with thousands grouping for large integers and exponent notation for very
+/// small or large values.
 fn format_value(value: f64) -> String {
     if value.abs() >= 1e4 && value.fract() == 0.0 && value.abs() < 1e18 {
         let sign = if value < 0.0 { "-" } else { "" };
         format!("{sign}{}", super::arch::group(value.abs() as u64))
     } else if value != 0.0 && (value.abs() < 1e-3 || value.abs() >= 1e9) {
         format!("{value:.4e}")
+    } else if value.fract() == 0.0 {
+        format!("{value}")
     } else {
-        let text = format!("{value:.4}");
-        text.trim_end_matches('0').trim_end_matches('.').to_string()
+        format!("{value:.4}")
     }
 }
 

@@ -296,7 +296,7 @@ impl Backend {
             Backend::Gpu(ctx) if choice == BackendChoice::Auto && ctx.info.device_type == wgpu::DeviceType::Cpu => {
                 if !EMULATION_WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
                     log::warn!(
-                        "the GPU adapter {} is a CPU emulation; measuring with the CPU kernels instead (use --backend gpu to measure on it anyway)",
+                        "the GPU adapter {} is a CPU emulation; using the CPU kernels instead, which are faster (use --backend gpu to use it anyway)",
                         ctx.info.name
                     );
                 }
