@@ -243,6 +243,13 @@ fn resolve_unknown_name() {
     assert!(err.contains("unknown search space `gpt5`"), "{err}");
 }
 
+#[test]
+fn resolve_missing_space_file() {
+    let err = Space::resolve("no/such/space.toml").unwrap_err().to_string();
+    assert!(err.contains("cannot read search space file no/such/space.toml"), "{err}");
+    assert!(err.contains("not found"), "{err}");
+}
+
 /// The extremes of hwgpt-s from the HW-GPT-Bench parameter formula
 /// `2·50254·d + Σ_l (256·h_l·d + 3·r_l·d²) + (2L+1)·2d`, plus `Σ_l (192·h_l + 2d + 2·r_l·d)`
 /// with biases: the smallest model is d 192, 10 layers, 4 heads, ratio 2, no bias, and the

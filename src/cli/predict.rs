@@ -232,7 +232,10 @@ struct ValidateOutput {
 pub fn run_validate(args: &ValidateArgs, global: &Global) -> crate::Result<()> {
     let mut table = CostTable::load(&args.table)?;
     if args.calibrate > 20 {
-        return Err(Error::Invalid(format!("--calibrate ({}) must be at most 20", args.calibrate)));
+        return Err(Error::Invalid(format!(
+            "--calibrate ({}) must be at most 20, because validate-cost scores a calibration fitted on as few measured models as a search has early on; raise --n to test on more models",
+            args.calibrate
+        )));
     }
     if args.n < 2 {
         return Err(Error::Invalid(format!("--n ({}) must be at least 2 to rank models", args.n)));

@@ -84,9 +84,9 @@ impl CommandEvaluator {
     }
 
     fn run_trial(&self, trial: u64, input_path: &std::path::Path) -> Result<BTreeMap<String, f64>, (Status, String)> {
-        // Stdin is the candidate's file itself, not a pipe: a child that exits without reading
-        // its stdin would otherwise close the pipe under our write, and the SIGPIPE that
-        // `main` leaves at its default action would kill the whole search.
+        // Stdin is the candidate's file itself, not a pipe. A child that exits without reading
+        // a piped stdin closes the pipe under our write, and the SIGPIPE that `main` leaves at
+        // its default action would then kill the whole search.
         let stdin = std::fs::File::open(input_path)
             .map_err(|e| (Status::Failed, format!("cannot open the candidate file {}: {e}", input_path.display())))?;
         let mut command = Command::new(&self.argv[0]);

@@ -82,7 +82,8 @@ impl Problem {
         Some(EvalOutcome { status: Status::Infeasible, metrics, error: Some(error), elapsed_s: 0.0 })
     }
 
-    /// Whether a constraint applies to a metric that [`Problem::known_violation`] can check.
+    /// Returns whether a constraint applies to a metric that [`Problem::known_violation`] can
+    /// check.
     pub fn has_known_constraints(&self) -> bool {
         self.constraints.iter().any(|c| c.metric == "params" || c.metric == crate::eval::proxy::DECODER_PARAMS)
     }

@@ -57,7 +57,8 @@ impl Space {
     }
 
     /// Builds the built-in space `name_or_path` names, else reads the TOML file at that path.
-    /// Returns [`SpaceError::Unknown`] when it is neither.
+    /// Returns [`SpaceError::Io`] for a missing file named like a path (a `.toml` extension or a
+    /// directory separator), and [`SpaceError::Unknown`] for any other unknown name.
     pub fn resolve(name_or_path: &str) -> Result<Space, SpaceError> {
         if let Some(space) = Space::builtin(name_or_path) {
             return Ok(space);
@@ -65,6 +66,12 @@ impl Space {
         let path = Path::new(name_or_path);
         if path.is_file() {
             return Space::from_file(path);
+        }
+        if path.extension().is_some_and(|e| e == "toml") || name_or_path.contains(std::path::MAIN_SEPARATOR) {
+            return Err(SpaceError::Io {
+                path: name_or_path.to_string(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "file not found; check the path"),
+            });
         }
         Err(SpaceError::Unknown(name_or_path.to_string()))
     }
