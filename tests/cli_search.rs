@@ -267,3 +267,23 @@ fn search_max_params_skips_large_candidates() {
         assert!(params <= limit, "evaluated a candidate over --max-params: {line}");
     }
 }
+
+#[test]
+fn search_all_failed_exits_with_error() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("fail.sh");
+    std::fs::write(&script, "#!/bin/sh\necho 'out of memory' >&2\nexit 3\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = dir.path().join("run");
+    let mut args = command_search_args(&script, 3);
+    args.extend(["--out".into(), out.display().to_string()]);
+    let output = alphanas().args(&args).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("none of the 3 evaluations succeeded"), "{stderr}");
+    assert!(stderr.contains("out of memory"), "the first error is shown: {stderr}");
+    // The failures are journaled and the outputs written.
+    assert_eq!(history_lines(&out).len(), 3);
+    assert!(out.join("summary.json").is_file());
+}

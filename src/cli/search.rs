@@ -255,6 +255,17 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
             out_dir.display()
         );
     }
+    // A run in which nothing succeeded exits with an error, so scripts notice; its outputs
+    // are written all the same.
+    let ok = report.status_counts.get("ok").copied().unwrap_or(0);
+    if ok == 0 && !report.history.is_empty() {
+        let first_error = report.history.iter().find_map(|r| r.outcome.error.clone()).unwrap_or_else(|| "no error message".into());
+        return Err(crate::Error::Invalid(format!(
+            "none of the {} evaluations succeeded (the first error: {first_error}); see {}",
+            report.history.len(),
+            out_dir.join("history.jsonl").display()
+        )));
+    }
     Ok(())
 }
 
