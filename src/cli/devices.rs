@@ -44,6 +44,14 @@ pub fn run(_args: &Args, global: &Global) -> crate::Result<()> {
             binding
         );
     }
+    if let Some(emulated) = rows.iter().find(|r| r.selected && r.backend != "cpu" && r.device_type == "cpu") {
+        if global.backend == BackendChoice::Auto {
+            println!(
+                "note: {} emulates a GPU on the processor, so with --backend auto the commands that measure or score (bench, profile, validate-cost, search) use the CPU kernels instead; --backend gpu selects it",
+                emulated.name
+            );
+        }
+    }
     Ok(())
 }
 
