@@ -30,6 +30,10 @@ pub enum Error {
     /// Any other failure, already phrased as one line.
     #[error("{0}")]
     Other(String),
+    /// The user stopped the run (Ctrl-C, SIGTERM) after it wrote what it had; the binary exits
+    /// with status 130.
+    #[error("{0}")]
+    Interrupted(String),
 }
 
 /// Result with the crate's [`Error`] as the default error type.

@@ -12,6 +12,11 @@ fn main() -> ExitCode {
     let cli = alphanas::cli::Cli::parse();
     match alphanas::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(alphanas::Error::Interrupted(text)) => {
+            // 128 + SIGINT, as shells report a command stopped by Ctrl-C.
+            eprintln!("{text}");
+            ExitCode::from(130)
+        }
         Err(err) => {
             // One line, so scripts and people both read the cause.
             let text = err.to_string().replace('\n', " ");

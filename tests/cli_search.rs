@@ -201,7 +201,7 @@ fn search_sigint_writes_outputs() {
     let start = Instant::now();
     let output = child.wait_with_output().unwrap();
     assert!(start.elapsed() < Duration::from_secs(60));
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(output.status.code(), Some(130), "{}", String::from_utf8_lossy(&output.stderr));
 
     let lines = history_lines(&out);
     assert!(lines.len() < 200);
@@ -286,4 +286,88 @@ fn search_all_failed_exits_with_error() {
     // The failures are journaled and the outputs written.
     assert_eq!(history_lines(&out).len(), 3);
     assert!(out.join("summary.json").is_file());
+}
+
+/// Writes an evaluator that marks its start in `DIR/started-ID`, sleeps 4 s, then marks its end
+/// in `DIR/done-ID` and prints metrics; returns its path.
+fn marking_eval_script(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("mark.sh");
+    let marks = dir.display();
+    let body = format!(
+        "#!/bin/sh\ntouch {marks}/started-$ALPHANAS_TRIAL_ID\nsleep 4\ntouch {marks}/done-$ALPHANAS_TRIAL_ID\necho '{{\"cost\": 1, \"size\": 2}}'\n"
+    );
+    std::fs::write(&path, body).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// Waits until some trial has written its start mark.
+fn wait_for_start(dir: &Path, limit: Duration) {
+    let start = Instant::now();
+    while !dir.join("started-0").exists() {
+        assert!(start.elapsed() < limit, "no trial started within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn done_marks(dir: &Path) -> usize {
+    std::fs::read_dir(dir).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("done-")).count()
+}
+
+#[test]
+fn search_second_interrupt_kills_trials() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = marking_eval_script(dir.path());
+    let out = dir.path().join("run");
+    let mut args = command_search_args(&script, 20);
+    args.extend(["--out".into(), out.display().to_string(), "--workers".into(), "2".into()]);
+    let child = alphanas().args(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    wait_for_start(dir.path(), Duration::from_secs(60));
+    for _ in 0..2 {
+        // SAFETY: SIGINT to our own child, as Ctrl-C sends it.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130), "{}", String::from_utf8_lossy(&output.stderr));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("interrupted twice"), "{stderr}");
+    // The trials in flight were killed, so none of them gets to write its end mark.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(done_marks(dir.path()), 0);
+}
+
+#[test]
+fn search_sigkill_takes_trials_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = marking_eval_script(dir.path());
+    let out = dir.path().join("run");
+    let mut args = command_search_args(&script, 20);
+    args.extend(["--out".into(), out.display().to_string()]);
+    let mut child = alphanas().args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    wait_for_start(dir.path(), Duration::from_secs(60));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The trial's shell got SIGKILL with its parent, so it never reaches its end mark.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(done_marks(dir.path()), 0);
+}
+
+#[test]
+fn search_sigterm_writes_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = slow_eval_script(dir.path(), "0.3");
+    let out = dir.path().join("run");
+    let mut args = command_search_args(&script, 200);
+    args.extend(["--out".into(), out.display().to_string()]);
+    let mut child = alphanas().args(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    wait_for_lines(&mut child, &out, 3, Duration::from_secs(120));
+    // SAFETY: SIGTERM to our own child, as `timeout` and schedulers send it.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130), "{}", String::from_utf8_lossy(&output.stderr));
+    for file in ["front.csv", "front.json", "summary.json", "pareto.svg"] {
+        assert!(out.join(file).is_file(), "{file} missing after SIGTERM");
+    }
 }

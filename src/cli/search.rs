@@ -249,11 +249,11 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
         }
     }
     if report.stopped {
-        eprintln!(
+        return Err(crate::Error::Interrupted(format!(
             "stopped early after {} evaluations; continue with --resume {}",
             report.history.len(),
             out_dir.display()
-        );
+        )));
     }
     // A run in which nothing succeeded exits with an error, so scripts notice; its outputs
     // are written all the same.
@@ -427,10 +427,11 @@ fn install_stop_handler() -> Arc<AtomicBool> {
         let handler_flag = flag.clone();
         let installed = ctrlc::set_handler(move || {
             if handler_flag.swap(true, Ordering::SeqCst) {
-                eprintln!("interrupted twice; exiting without waiting for the evaluations in flight");
+                let killed = crate::eval::command::kill_running_trials();
+                eprintln!("interrupted twice; killed {killed} running command trial(s) and exiting; history.jsonl keeps every finished result");
                 std::process::exit(130);
             }
-            eprintln!("interrupt received: finishing the evaluations in flight and writing outputs (press Ctrl-C again to quit now)");
+            eprintln!("interrupt received: finishing the evaluations in flight and writing outputs (interrupt again to quit now)");
         });
         if let Err(e) = installed {
             log::warn!("cannot install the Ctrl-C handler ({e}); Ctrl-C will end the search without writing the final outputs");
@@ -585,13 +586,10 @@ fn print_front(objectives: &[Objective], constraints: &[Constraint], report: &Se
         println!("{line}");
     }
     if let Some(hv) = report.hypervolume.last() {
-        // The reference point is stored with maximised objectives negated; print it in their
-        // own sense.
-        let reference: Vec<String> = objectives
-            .iter()
-            .zip(&report.reference_point)
-            .map(|(o, &v)| format!("{} {}", o.metric, format_value(if o.sense == Sense::Max { -v } else { v })))
-            .collect();
+        // The reference point is in objective units: for a maximised objective it lies below
+        // the worst value, and may be negative.
+        let reference: Vec<String> =
+            objectives.iter().zip(&report.reference_point).map(|(o, &v)| format!("{} {}", o.metric, format_value(v))).collect();
         println!("hypervolume {} (reference point: {})", format_value(*hv), reference.join(", "));
     }
 }

@@ -22,7 +22,9 @@ use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -101,10 +103,32 @@ impl CommandEvaluator {
         if let Some(dir) = &self.working_dir {
             command.current_dir(dir);
         }
+        #[cfg(target_os = "linux")]
+        {
+            // If AlphaNAS is killed outright (SIGKILL), no handler runs to stop the trials, so
+            // the kernel sends SIGKILL to the program instead. The signal follows the death of
+            // the spawning thread, which waits for the program, so it cannot fire early.
+            let parent = std::process::id() as libc::pid_t;
+            // SAFETY: the closure runs in the child between fork and exec and calls only prctl,
+            // getppid and __errno_location, which are async-signal-safe.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    // The parent may have died before prctl took effect.
+                    if libc::getppid() != parent {
+                        return Err(std::io::Error::other("alphanas exited while the trial was starting"));
+                    }
+                    Ok(())
+                });
+            }
+        }
         let mut child = command.spawn().map_err(|e| {
             (Status::Failed, format!("cannot start `{}`: {e}; check that the program exists and is executable", self.argv[0]))
         })?;
         let group = child.id() as libc::pid_t;
+        RUNNING_GROUPS.lock().unwrap_or_else(|e| e.into_inner()).insert(group);
 
         // Stdout and stderr are drained on their own threads, so a child that fills one pipe
         // while we wait on the other cannot deadlock.
@@ -113,6 +137,7 @@ impl CommandEvaluator {
 
         let waited = wait_with_deadline(&mut child, self.timeout);
         kill_group(group);
+        RUNNING_GROUPS.lock().unwrap_or_else(|e| e.into_inner()).remove(&group);
         if matches!(waited, Ok(None)) {
             // Reap the leader that the time-out killed.
             let _ = child.wait();
@@ -260,6 +285,20 @@ fn wait_with_deadline(child: &mut Child, timeout: Option<Duration>) -> std::io::
 }
 
 /// Sends SIGKILL to every process in group `group`.
+/// Process groups of the trials running now, so that [`kill_running_trials`] can stop them.
+static RUNNING_GROUPS: Mutex<BTreeSet<libc::pid_t>> = Mutex::new(BTreeSet::new());
+
+/// Kills the process group of every command trial still running and returns how many there
+/// were. For a process that is about to exit without waiting for its trials (a second Ctrl-C
+/// or SIGTERM), so that no trial outlives it.
+pub fn kill_running_trials() -> usize {
+    let groups = RUNNING_GROUPS.lock().unwrap_or_else(|e| e.into_inner());
+    for &group in groups.iter() {
+        kill_group(group);
+    }
+    groups.len()
+}
+
 fn kill_group(group: libc::pid_t) {
     // SAFETY: killpg only sends a signal. The group id is the child's pid, which the kernel
     // does not reuse while any process of that group is alive, so the signal cannot reach an
