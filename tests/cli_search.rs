@@ -371,3 +371,22 @@ fn search_sigterm_writes_outputs() {
         assert!(out.join(file).is_file(), "{file} missing after SIGTERM");
     }
 }
+
+#[test]
+fn search_table_option_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("t.csv");
+    std::fs::write(&csv, "a,b,loss\n1,2,0.5\n2,3,0.4\n3,1,0.7\n").unwrap();
+    let table = csv.display().to_string();
+    let cases: [(&[&str], &str); 2] = [
+        (&["search", "--space-table", &table, "--decisions", "a,b", "--evaluator", "proxy", "--objective", "min:loss"], "--evaluator table or command"),
+        (&["search", "--space", "hwgpt-s", "--space-table", &table, "--decisions", "a,b", "--objective", "min:loss"], "--space"),
+    ];
+    for (args, expected) in cases {
+        let result = alphanas().args(args).arg("--out").arg(dir.path().join("run")).output().unwrap();
+        assert!(!result.status.success(), "{args:?} succeeded");
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert!(stderr.starts_with("error:"), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}

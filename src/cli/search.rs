@@ -30,7 +30,7 @@ pub struct Args {
     pub space: String,
 
     /// CSV file whose rows are the candidates (a tabular space); needs --decisions.
-    #[arg(long, requires = "decisions")]
+    #[arg(long, requires = "decisions", conflicts_with = "space")]
     pub space_table: Option<PathBuf>,
 
     /// Decision columns of --space-table, comma-separated.
@@ -167,6 +167,12 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
     }
     if args.eval_cmd.is_none() && kind == EvaluatorKind::Command {
         return Err(crate::Error::Invalid("--evaluator command needs --eval-cmd \"PROGRAM ARGS\"".into()));
+    }
+    if table.is_some() && matches!(kind, EvaluatorKind::Proxy | EvaluatorKind::Measure) {
+        return Err(crate::Error::Invalid(format!(
+            "--evaluator {} needs architectures, but the rows of --space-table are not architectures; use --evaluator table or command",
+            args.evaluator.as_deref().unwrap_or("measure")
+        )));
     }
 
     let objectives = build_objectives(args, kind, quality)?;
