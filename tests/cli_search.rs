@@ -390,3 +390,25 @@ fn search_table_option_errors() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn search_summary_counts_results_over_constraint() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let limit = 3e8;
+    let output = alphanas()
+        .args(["search", "--evaluator", "proxy", "--evals", "8", "--constraint", "flops_per_token<=3e8", "--seed", "2", "-q", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let over = history_lines(&out)
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["status"] == "ok" && r["metrics"]["flops_per_token"].as_f64().unwrap() > limit)
+        .count();
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert!(over > 0, "the test needs results over the limit");
+    assert_eq!(summary["ok_over_constraint"].as_u64(), Some(over as u64));
+    assert_eq!(summary["counts"]["ok"].as_u64(), Some(8));
+}

@@ -204,6 +204,13 @@ pub(crate) fn write_outputs(
         "evaluations": report.history.len(),
         "new_evaluations": report.new_evaluations,
         "counts": report.status_counts,
+        // Results that were measured (`ok`) but break a constraint; `infeasible` counts the
+        // candidates skipped without evaluation.
+        "ok_over_constraint": report
+            .history
+            .iter()
+            .filter(|r| r.outcome.status == Status::Ok && !problem.is_feasible_ok(r))
+            .count(),
         "stopped": report.stopped,
         "exhausted": report.exhausted,
         "elapsed_s": elapsed_s,
