@@ -108,7 +108,7 @@ impl Table {
         self.columns
             .iter()
             .position(|c| c == name)
-            .ok_or_else(|| SurrogateError::FeatureMismatch(format!("column `{name}` not found; the table has {}", self.columns.join(","))))
+            .ok_or_else(|| SurrogateError::Invalid(format!("column `{name}` not found in the data; its columns are {}", self.columns.join(","))))
     }
 
     /// Values of column `name` as numbers; the error names the row and the cell.
@@ -196,6 +196,19 @@ impl InputSpec {
             if numeric {
                 encodings.push(ColumnEncoding::Numeric { name: name.clone() });
             } else {
+                // A mostly numeric column with a few other cells is more likely a typo than a
+                // category, so say which cell made it categorical.
+                let cells = table.rows.iter().filter(|row| !row[j].is_empty());
+                let (numbers, total) = cells.fold((0usize, 0usize), |(n, t), row| (n + row[j].parse::<f64>().is_ok() as usize, t + 1));
+                if numbers * 2 > total {
+                    if let Some((r, row)) = table.rows.iter().enumerate().find(|(_, row)| !row[j].is_empty() && row[j].parse::<f64>().is_err()) {
+                        log::warn!(
+                            "column `{name}` is one-hot encoded because {} of its {total} cells are not numbers (the first is row {r}: `{}`); fix those cells if the column is numeric",
+                            total - numbers,
+                            row[j]
+                        );
+                    }
+                }
                 let categories: BTreeSet<String> = table.rows.iter().map(|row| row[j].clone()).collect();
                 encodings.push(ColumnEncoding::Categorical { name: name.clone(), categories: categories.into_iter().collect() });
             }
