@@ -197,7 +197,7 @@ impl InputSpec {
                 encodings.push(ColumnEncoding::Numeric { name: name.clone() });
             } else {
                 // A mostly numeric column with a few other cells is more likely a typo than a
-                // category, so say which cell made it categorical.
+                // category, so the warning names the cell that made it categorical.
                 let cells = table.rows.iter().filter(|row| !row[j].is_empty());
                 let (numbers, total) = cells.fold((0usize, 0usize), |(n, t), row| (n + row[j].parse::<f64>().is_ok() as usize, t + 1));
                 if numbers * 2 > total {
