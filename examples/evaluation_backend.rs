@@ -53,7 +53,7 @@ fn main() -> alphanas::Result<()> {
     }
 
     // A CPU-type adapter such as lavapipe scores far slower than the CPU path, so it is used only
-    // when ALPHANAS_BACKEND=gpu asks for it.
+    // when ALPHANAS_BACKEND=gpu requests it.
     let forced = std::env::var("ALPHANAS_BACKEND").is_ok_and(|v| v == "gpu");
     let mut scorer: Box<dyn Scorer> = match open_gpu() {
         Ok(ctx) if forced || ctx.info.device_type != wgpu::DeviceType::Cpu => Box::new(ensemble.gpu_scorer(&ctx)?),

@@ -11,11 +11,18 @@ fn alphanas() -> Command {
     command
 }
 
+/// Writes an executable script `name` with `body` into `dir` and returns its path.
+fn write_script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, body).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
 /// Writes an evaluator script that sleeps `delay` seconds, then reports `cost` = d_model × n_layers
 /// and `size` = d_model from the architecture on stdin.
 fn slow_eval_script(dir: &Path, delay: &str) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let path = dir.join("eval.sh");
     let body = format!(
         r#"#!/bin/sh
 arch=$(cat)
@@ -25,9 +32,7 @@ l=$(echo "$arch" | sed 's/.*"n_layers":\([0-9]*\).*/\1/')
 echo "{{\"cost\": $((d * l)), \"size\": $d}}"
 "#
     );
-    std::fs::write(&path, body).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path
+    write_script(dir, "eval.sh", &body)
 }
 
 fn command_search_args(script: &Path, evals: usize) -> Vec<String> {
@@ -233,11 +238,8 @@ fn search_option_errors() {
 fn search_evaluator_ignoring_stdin() {
     // A program that never reads its stdin exits while AlphaNAS could still be writing to it.
     // With a pipe, the write would raise SIGPIPE and kill the whole search.
-    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("noread.sh");
-    std::fs::write(&script, "#!/bin/sh\necho '{\"cost\": 1, \"size\": 2}'\n").unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = write_script(dir.path(), "noread.sh", "#!/bin/sh\necho '{\"cost\": 1, \"size\": 2}'\n");
     let out = dir.path().join("run");
     let mut args = command_search_args(&script, 6);
     args.extend(["--out".into(), out.display().to_string()]);
@@ -270,11 +272,8 @@ fn search_max_params_skips_large_candidates() {
 
 #[test]
 fn search_all_failed_exits_with_error() {
-    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("fail.sh");
-    std::fs::write(&script, "#!/bin/sh\necho 'out of memory' >&2\nexit 3\n").unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = write_script(dir.path(), "fail.sh", "#!/bin/sh\necho 'out of memory' >&2\nexit 3\n");
     let out = dir.path().join("run");
     let mut args = command_search_args(&script, 3);
     args.extend(["--out".into(), out.display().to_string()]);
@@ -291,15 +290,11 @@ fn search_all_failed_exits_with_error() {
 /// Writes an evaluator that marks its start in `DIR/started-ID`, sleeps 4 s, then marks its end
 /// in `DIR/done-ID` and prints metrics; returns its path.
 fn marking_eval_script(dir: &Path) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let path = dir.join("mark.sh");
     let marks = dir.display();
     let body = format!(
         "#!/bin/sh\ntouch {marks}/started-$ALPHANAS_TRIAL_ID\nsleep 4\ntouch {marks}/done-$ALPHANAS_TRIAL_ID\necho '{{\"cost\": 1, \"size\": 2}}'\n"
     );
-    std::fs::write(&path, body).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path
+    write_script(dir, "mark.sh", &body)
 }
 
 /// Waits until some trial has written its start mark.

@@ -363,7 +363,7 @@ fn print_validation(output: &ValidateOutput, path: &std::path::Path, table: &Cos
     }
 }
 
-/// Where `validate-cost` measures whole models: the device the table was profiled on.
+/// Device on which `validate-cost` measures whole models: the one the table was profiled on.
 enum Measurer {
     Cpu,
     Gpu(std::sync::Arc<crate::device::GpuContext>, crate::device::DType),

@@ -545,14 +545,9 @@ fn describe_candidate(candidate: &Candidate) -> String {
 /// Prints the front as a table, one row per point, sorted by the first objective.
 fn print_front(objectives: &[Objective], constraints: &[Constraint], report: &SearchReport) {
     let count = |status: &str| report.status_counts.get(status).copied().unwrap_or(0);
-    let over_limit = report
-        .history
-        .iter()
-        .filter(|r| r.outcome.status == crate::eval::Status::Ok && !crate::search::is_feasible(constraints, &r.outcome.metrics))
-        .count();
     let mut counts = vec![format!("{} ok", count("ok"))];
-    if over_limit > 0 {
-        counts.push(format!("{over_limit} of them over a constraint"));
+    if report.ok_over_constraint > 0 {
+        counts.push(format!("{} of them over a constraint", report.ok_over_constraint));
     }
     for status in ["infeasible", "failed", "timeout"] {
         if count(status) > 0 {

@@ -279,19 +279,7 @@ mod tests {
     #[test]
     fn every_op_kind_times() {
         let mut timer = CpuOpTimer::new();
-        let ops = [
-            Op::matmul(3, 17, 33),
-            Op { kind: OpKind::AttentionPrefill, dims: vec![1, 7, 4, 2, 16] },
-            Op { kind: OpKind::AttentionDecode, dims: vec![2, 9, 4, 1, 16] },
-            Op::rows_cols(OpKind::Rmsnorm, 3, 64),
-            Op::rows_cols(OpKind::Layernorm, 3, 64),
-            Op::rows_cols(OpKind::Gelu, 3, 64),
-            Op::rows_cols(OpKind::Relu, 3, 64),
-            Op::rows_cols(OpKind::Swiglu, 3, 64),
-            Op { kind: OpKind::Rope, dims: vec![5, 4, 16] },
-            Op::rows_cols(OpKind::Embedding, 5, 64),
-            Op::rows_cols(OpKind::ResidualAdd, 5, 64),
-        ];
+        let ops = crate::cost::ops::one_small_op_of_each_kind();
         assert_eq!(ops.len(), OpKind::ALL.len());
         for op in &ops {
             let stats = timer.time_op(op, 1, 3).unwrap();

@@ -14,7 +14,7 @@
 //! their entries then also hold one submit-and-wait, which calibration absorbs.
 //!
 //! **Cold weights.** As on the CPU, matmul cycles through copies of its weight matrix that
-//! together cover [`COLD_BYTES`], so no repetition finds its weights in the GPU's last-level
+//! together cover [`COLD_BYTES`]. No repetition then finds its weights in the GPU's last-level
 //! cache from the one before, as in a forward pass where every layer has its own weights.
 
 use super::cpu_timer::random_values;
@@ -270,19 +270,7 @@ mod tests {
         }
         for dtype in dtypes {
             let mut timer = GpuOpTimer::new(Arc::clone(&ctx), dtype).unwrap();
-            let ops = [
-                Op::matmul(3, 17, 33),
-                Op { kind: OpKind::AttentionPrefill, dims: vec![1, 7, 4, 2, 16] },
-                Op { kind: OpKind::AttentionDecode, dims: vec![2, 9, 4, 1, 16] },
-                Op::rows_cols(OpKind::Rmsnorm, 3, 64),
-                Op::rows_cols(OpKind::Layernorm, 3, 64),
-                Op::rows_cols(OpKind::Gelu, 3, 64),
-                Op::rows_cols(OpKind::Relu, 3, 64),
-                Op::rows_cols(OpKind::Swiglu, 3, 64),
-                Op { kind: OpKind::Rope, dims: vec![5, 4, 16] },
-                Op::rows_cols(OpKind::Embedding, 5, 64),
-                Op::rows_cols(OpKind::ResidualAdd, 5, 64),
-            ];
+            let ops = crate::cost::ops::one_small_op_of_each_kind();
             assert_eq!(ops.len(), OpKind::ALL.len());
             for op in &ops {
                 let stats = timer.time_op(op, 1, 3).unwrap();

@@ -314,6 +314,24 @@ pub fn model_ops(arch: &Architecture, mode: Mode, batch: u64, seq: u64) -> Vec<M
     ops
 }
 
+/// One small shape of every op kind, in [`OpKind::ALL`] order, for tests that time each kind.
+#[cfg(test)]
+pub(crate) fn one_small_op_of_each_kind() -> Vec<Op> {
+    vec![
+        Op::matmul(3, 17, 33),
+        Op { kind: OpKind::AttentionPrefill, dims: vec![1, 7, 4, 2, 16] },
+        Op { kind: OpKind::AttentionDecode, dims: vec![2, 9, 4, 1, 16] },
+        Op::rows_cols(OpKind::Rmsnorm, 3, 64),
+        Op::rows_cols(OpKind::Layernorm, 3, 64),
+        Op::rows_cols(OpKind::Gelu, 3, 64),
+        Op::rows_cols(OpKind::Relu, 3, 64),
+        Op::rows_cols(OpKind::Swiglu, 3, 64),
+        Op { kind: OpKind::Rope, dims: vec![5, 4, 16] },
+        Op::rows_cols(OpKind::Embedding, 5, 64),
+        Op::rows_cols(OpKind::ResidualAdd, 5, 64),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -224,7 +224,7 @@ impl<'a> Predictor<'a> {
         Predictor::build(std::borrow::Cow::Borrowed(table))
     }
 
-    /// A predictor that owns its table, for callers that keep it while the original changes.
+    /// Builds a predictor that owns its table, for callers that keep it while the original changes.
     /// Its calibration is the one `table` has now.
     pub fn owned(table: CostTable) -> Predictor<'static> {
         Predictor::build(std::borrow::Cow::Owned(table))

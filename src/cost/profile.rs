@@ -194,11 +194,7 @@ pub fn profile_table(
                 }
             };
             log::debug!("{op}, round {}: median {:.0} ns (p10 {:.0}, p90 {:.0})", round + 1, stats.median_ns, stats.p10_ns, stats.p90_ns);
-            if rounds == 1 {
-                table.insert(op, &stats);
-            } else {
-                table.insert_round(op, &stats);
-            }
+            table.insert_round(op, &stats);
             report.timed += 1;
             bar.inc(1);
 

@@ -257,7 +257,7 @@ pub trait SearchHooks {
     /// Called after each evaluation.
     fn on_progress(&mut self, _progress: &Progress) {}
 
-    /// A field added to `summary.json` when the search ends, as (key, value).
+    /// Returns a field to add to `summary.json` when the search ends, as (key, value).
     fn summary(&self) -> Option<(String, serde_json::Value)> {
         None
     }
@@ -297,6 +297,9 @@ pub struct SearchReport {
     /// Evaluations run by this call (not loaded from a journal).
     pub new_evaluations: usize,
     pub status_counts: BTreeMap<String, usize>,
+    /// Results that were measured (`ok`) but break a constraint. The `infeasible` status
+    /// counts the candidates skipped without evaluation instead.
+    pub ok_over_constraint: usize,
     /// The Pareto front of feasible ok results (for one objective, the best ones).
     pub front: Vec<FrontPoint>,
     /// Hypervolume reference point, in objective units.

@@ -26,6 +26,7 @@ pub(crate) fn build_report(
     for record in &history {
         *status_counts.entry(status_name(record.outcome.status).to_string()).or_default() += 1;
     }
+    let ok_over_constraint = history.iter().filter(|r| r.outcome.status == Status::Ok && !problem.is_feasible_ok(r)).count();
 
     let points = problem.feasible_points(&history);
     let front_positions = pareto::front_indices(&points.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>());
@@ -60,6 +61,7 @@ pub(crate) fn build_report(
         new_evaluations: history.len() - resumed,
         history,
         status_counts,
+        ok_over_constraint,
         front,
         reference_point,
         hypervolume,
@@ -204,13 +206,7 @@ pub(crate) fn write_outputs(
         "evaluations": report.history.len(),
         "new_evaluations": report.new_evaluations,
         "counts": report.status_counts,
-        // Results that were measured (`ok`) but break a constraint; `infeasible` counts the
-        // candidates skipped without evaluation.
-        "ok_over_constraint": report
-            .history
-            .iter()
-            .filter(|r| r.outcome.status == Status::Ok && !problem.is_feasible_ok(r))
-            .count(),
+        "ok_over_constraint": report.ok_over_constraint,
         "stopped": report.stopped,
         "exhausted": report.exhausted,
         "elapsed_s": elapsed_s,

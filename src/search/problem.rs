@@ -59,17 +59,13 @@ impl Problem {
         let Candidate::Arch(arch) = candidate else {
             return None;
         };
-        let known = |metric: &str| match metric {
-            "params" => Some(arch.params() as f64),
-            crate::eval::proxy::DECODER_PARAMS => Some(arch.non_embedding_params() as f64),
-            _ => None,
-        };
         let mut metrics = BTreeMap::new();
         let mut broken = Vec::new();
         for constraint in &self.constraints {
-            let Some(value) = known(&constraint.metric) else {
+            let Some(metric_of) = architecture_metric(&constraint.metric) else {
                 continue;
             };
+            let value = metric_of(arch) as f64;
             metrics.insert(constraint.metric.clone(), value);
             if !constraint.is_satisfied(value) {
                 broken.push(format!("{} = {value} breaks {constraint}", constraint.metric));
@@ -85,7 +81,7 @@ impl Problem {
     /// Returns whether a constraint applies to a metric that [`Problem::known_violation`] can
     /// check.
     pub fn has_known_constraints(&self) -> bool {
-        self.constraints.iter().any(|c| c.metric == "params" || c.metric == crate::eval::proxy::DECODER_PARAMS)
+        self.constraints.iter().any(|c| architecture_metric(&c.metric).is_some())
     }
 
     /// Whether `record` is ok and satisfies every constraint.
@@ -123,6 +119,16 @@ impl Problem {
             })
             .sum();
         (violation, objective[0])
+    }
+}
+
+/// Returns how to compute `metric` from the architecture alone, as the evaluators report it, or
+/// `None` when it needs an evaluation.
+fn architecture_metric(metric: &str) -> Option<fn(&crate::arch::Architecture) -> u64> {
+    match metric {
+        "params" => Some(crate::arch::Architecture::params),
+        crate::eval::proxy::DECODER_PARAMS => Some(crate::arch::Architecture::non_embedding_params),
+        _ => None,
     }
 }
 

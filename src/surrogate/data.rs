@@ -198,16 +198,20 @@ impl InputSpec {
             } else {
                 // A mostly numeric column with a few other cells is more likely a typo than a
                 // category, so the warning names the cell that made it categorical.
-                let cells = table.rows.iter().filter(|row| !row[j].is_empty());
-                let (numbers, total) = cells.fold((0usize, 0usize), |(n, t), row| (n + row[j].parse::<f64>().is_ok() as usize, t + 1));
-                if numbers * 2 > total {
-                    if let Some((r, row)) = table.rows.iter().enumerate().find(|(_, row)| !row[j].is_empty() && row[j].parse::<f64>().is_err()) {
-                        log::warn!(
-                            "column `{name}` is one-hot encoded because {} of its {total} cells are not numbers (the first is row {r}: `{}`); fix those cells if the column is numeric",
-                            total - numbers,
-                            row[j]
-                        );
-                    }
+                let total = table.rows.iter().filter(|row| !row[j].is_empty()).count();
+                let others: Vec<(usize, &str)> = table
+                    .rows
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, row)| !row[j].is_empty() && row[j].parse::<f64>().is_err())
+                    .map(|(r, row)| (r, row[j].as_str()))
+                    .collect();
+                if others.len() * 2 < total {
+                    let (r, cell) = others[0];
+                    log::warn!(
+                        "column `{name}` is one-hot encoded because {} of its {total} cells are not numbers (the first is row {r}: `{cell}`); fix those cells if the column is numeric",
+                        others.len()
+                    );
                 }
                 let categories: BTreeSet<String> = table.rows.iter().map(|row| row[j].clone()).collect();
                 encodings.push(ColumnEncoding::Categorical { name: name.clone(), categories: categories.into_iter().collect() });

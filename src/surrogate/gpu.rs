@@ -91,7 +91,7 @@ pub struct GpuScorer {
     base_params: Params,
     tile_rows: u32,
     max_rows_per_dispatch: usize,
-    /// The most rows per dispatch the device's limits allow.
+    /// Maximum rows per dispatch that the device's limits allow.
     device_max_rows: usize,
     dispatches: u64,
 }
