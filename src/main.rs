@@ -9,7 +9,11 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 
-    let cli = alphanas::cli::Cli::parse();
+    let mut cli = alphanas::cli::Cli::parse();
+    // Kept only when every argument is UTF-8 text; `search` stores them for `--resume`.
+    if let Ok(argv) = std::env::args_os().skip(1).map(|a| a.into_string()).collect::<Result<Vec<String>, _>>() {
+        cli.global.argv = argv;
+    }
     match alphanas::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(alphanas::Error::Interrupted(text)) => {

@@ -407,3 +407,78 @@ fn search_summary_counts_results_over_constraint() {
     assert_eq!(summary["ok_over_constraint"].as_u64(), Some(over as u64));
     assert_eq!(summary["counts"]["ok"].as_u64(), Some(8));
 }
+
+/// Reads the `runs` list of a search folder's `command.json`.
+fn stored_runs(out: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(out.join("command.json")).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    value["runs"].as_array().unwrap().clone()
+}
+
+#[test]
+fn resume_alone_reuses_first_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let first = alphanas()
+        .args(["search", "--evaluator", "proxy", "--objective", "min:flops_per_token", "--objective", "max:decoder_params"])
+        .args(["--seed", "5", "--evals", "4", "-q", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert_eq!(stored_runs(&out).len(), 1);
+
+    // Only the budget is given again: the evaluator, objectives and seed come from command.json.
+    let resumed = alphanas().args(["search", "--evals", "7", "-q", "--resume"]).arg(&out).output().unwrap();
+    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    assert_eq!(history_lines(&out).len(), 7);
+    let settings: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("settings.json")).unwrap()).unwrap();
+    assert_eq!(settings["seed"], 5);
+    assert_eq!(settings["evaluator"], "proxy");
+    assert_eq!(stored_runs(&out).len(), 2);
+
+    // A later bare resume keeps the raised budget, so nothing is left to evaluate.
+    let again = alphanas().args(["search", "-q", "--resume"]).arg(&out).output().unwrap();
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert_eq!(history_lines(&out).len(), 7);
+
+    // An incompatible option is rejected, and command.json does not record it.
+    let runs = stored_runs(&out).len();
+    let wrong = alphanas().args(["search", "--space", "lts-gpt2", "-q", "--resume"]).arg(&out).output().unwrap();
+    assert!(!wrong.status.success());
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(stderr.contains("lts-gpt2"), "{stderr}");
+    assert!(stderr.contains("alone reuses them"), "{stderr}");
+    assert_eq!(stored_runs(&out).len(), runs);
+}
+
+#[test]
+fn resume_reads_relative_paths_from_first_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut table = String::from("a,b,x,y\n");
+    for a in 0..4 {
+        for b in 0..4 {
+            table.push_str(&format!("{a},{b},{},{}\n", a * 3 + b, 10 - a - b));
+        }
+    }
+    std::fs::write(dir.path().join("rows.csv"), table).unwrap();
+    let first = alphanas()
+        .current_dir(dir.path())
+        .args(["search", "--space-table", "rows.csv", "--decisions", "a,b", "--objective", "min:x", "--objective", "min:y"])
+        .args(["--evals", "5", "-q", "--out", "run"])
+        .output()
+        .unwrap();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+
+    let out = dir.path().join("run");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let resumed = alphanas()
+        .current_dir(elsewhere.path())
+        .args(["search", "--evals", "9", "-q", "--resume"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    assert_eq!(history_lines(&out).len(), 9);
+}

@@ -126,7 +126,7 @@ fn resume_rejects_other_objectives() {
     let err = run_search(space, evaluator, &cfg, &mut NoHooks).unwrap_err().to_string();
     assert!(err.contains("cannot resume"), "{err}");
     assert!(err.contains("objectives"), "{err}");
-    assert!(err.contains("not min:loss;"), "the new objectives in their CLI form: {err}");
+    assert!(err.contains("not min:loss ("), "the new objectives in their CLI form: {err}");
     assert!(!err.contains('['), "no debug formatting: {err}");
 }
 

@@ -8,6 +8,7 @@ pub mod devices;
 pub mod export;
 pub mod predict;
 pub mod profile;
+pub mod resume;
 pub mod search;
 pub mod space;
 pub mod surrogate;
@@ -38,6 +39,11 @@ pub struct Global {
     /// CPU threads for the CPU backend and training (default: all cores).
     #[arg(long, global = true, env = "ALPHANAS_THREADS")]
     pub threads: Option<usize>,
+
+    /// The process's arguments after the program name, when known. `search` stores them so
+    /// that `--resume DIR` alone continues with the same options.
+    #[arg(skip)]
+    pub argv: Vec<String>,
 }
 
 #[derive(Debug, Parser)]

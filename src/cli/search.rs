@@ -23,7 +23,7 @@ use std::time::Duration;
 /// (0.95B parameters) take longer.
 pub const DEFAULT_EVALS: usize = 20;
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// Search space: a built-in name (llama, hwgpt-s, lts-gpt2) or a TOML file.
     #[arg(long, default_value = "llama")]
@@ -108,7 +108,8 @@ pub struct Args {
     #[arg(long, conflicts_with = "resume")]
     pub out: Option<PathBuf>,
 
-    /// Continue the search whose outputs are in this folder (same options as the first run).
+    /// Continue the search whose outputs are in this folder. Its first run's options apply
+    /// (stored in DIR/command.json), and options given now override them (for example --evals).
     #[arg(long)]
     pub resume: Option<PathBuf>,
 
@@ -155,6 +156,12 @@ impl EvaluatorKind {
 }
 
 pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
+    // A resume takes the stored options of the runs before it, overridden by those given now.
+    let (args, global, stored_command) = match &args.resume {
+        Some(dir) => super::resume::resolve(args, global, dir)?,
+        None => (args.clone(), global.clone(), None),
+    };
+    let (args, global) = (&args, &global);
     let quality = Quality::from_options(&args.quality, args.train_tokens)?;
     let (space, table) = build_space(args)?;
     let kind = match &args.evaluator {
@@ -215,6 +222,15 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
         },
         ..SearchConfig::default()
     };
+    if resume {
+        // Checked before anything is stored, so a rejected resume leaves command.json as it was.
+        crate::search::check_resumable(&*space, &*evaluator, &cfg)?;
+        if let Some(stored) = &stored_command {
+            crate::search::write_json_atomic(&out_dir.join(super::resume::COMMAND_FILE), stored)?;
+        }
+    } else if !std::fs::metadata(out_dir.join("history.jsonl")).is_ok_and(|m| m.len() > 0) {
+        super::resume::record_new(&out_dir, global)?;
+    }
     if let Some(ctx) = &cfg.scoring_gpu {
         log::info!("the surrogate scores each leaf batch on {} in one dispatch", ctx.info.name);
     }

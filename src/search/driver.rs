@@ -13,6 +13,7 @@ use crate::space::{Candidate, SearchSpace};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -243,6 +244,26 @@ fn check_metric_names(evaluator: &dyn Evaluator, problem: &Problem) -> crate::Re
     Ok(())
 }
 
+/// Reads the `settings.json` of the search recorded in `dir`.
+fn stored_settings(dir: &Path) -> crate::Result<Settings> {
+    let path = dir.join("settings.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| crate::Error::io(format!("cannot resume: cannot read {}", path.display()), e))?;
+    serde_json::from_str(&text)
+        .map_err(|e| crate::Error::Invalid(format!("cannot resume: {} is not valid ({e})", path.display())))
+}
+
+/// Checks, without evaluating anything, that `cfg` may continue the search recorded in
+/// `cfg.out_dir`. It is the check [`run_search`] makes before it resumes.
+pub fn check_resumable(space: &dyn SearchSpace, evaluator: &dyn Evaluator, cfg: &SearchConfig) -> crate::Result<()> {
+    let Some(dir) = &cfg.out_dir else {
+        return Err(crate::Error::Invalid("a resumed search needs an output directory".into()));
+    };
+    let settings =
+        Settings::new(space, evaluator.name(), &cfg.objectives, &cfg.constraints, cfg.strategy.name(), cfg.seed);
+    settings.check_resume(&stored_settings(dir)?, dir)
+}
+
 /// Creates or checks the output directory and returns the journal's records.
 fn prepare_out_dir(cfg: &SearchConfig, settings: &Settings, space: &dyn SearchSpace) -> crate::Result<Vec<EvalRecord>> {
     let Some(dir) = &cfg.out_dir else {
@@ -250,13 +271,7 @@ fn prepare_out_dir(cfg: &SearchConfig, settings: &Settings, space: &dyn SearchSp
     };
     let settings_path = dir.join("settings.json");
     if cfg.resume {
-        let text = std::fs::read_to_string(&settings_path).map_err(|e| {
-            crate::Error::io(format!("cannot resume: cannot read {}", settings_path.display()), e)
-        })?;
-        let stored: Settings = serde_json::from_str(&text).map_err(|e| {
-            crate::Error::Invalid(format!("cannot resume: {} is not valid ({e})", settings_path.display()))
-        })?;
-        settings.check_resume(&stored, dir)?;
+        settings.check_resume(&stored_settings(dir)?, dir)?;
         let history = journal::load_history(dir, space)?;
         journal::write_json_atomic(&settings_path, settings)?;
         return Ok(history);

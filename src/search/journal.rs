@@ -221,9 +221,10 @@ impl Settings {
     pub fn check_resume(&self, stored: &Settings, dir: &Path) -> crate::Result<()> {
         let mismatch = |what: &str, old: String, new: String| {
             crate::Error::Invalid(format!(
-                "cannot resume {}: it was searched with {what} {old}, not {new}; pass the original options again ({} lists them) or use a new --out directory",
+                "cannot resume {}: it was searched with {what} {old}, not {new} ({} lists its settings); leave out the options that differ, because `alphanas search --resume {}` alone reuses them, or use a new --out directory",
                 dir.display(),
-                dir.join("settings.json").display()
+                dir.join("settings.json").display(),
+                dir.display()
             ))
         };
         let list = |items: &[String]| if items.is_empty() { "(none)".to_string() } else { items.join(", ") };

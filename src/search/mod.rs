@@ -28,8 +28,8 @@ pub use config::{
     FrontPoint, NoHooks, Progress, Rollout, RoundError, SearchConfig, SearchHooks, SearchReport, Selection, Strategy,
     SurrogateKind,
 };
-pub use driver::run_search;
-pub use journal::{candidate_json, load_history, EvalRecord, Settings};
+pub use driver::{check_resumable, run_search};
+pub use journal::{candidate_json, load_history, write_json_atomic, EvalRecord, Settings};
 pub use model::{MlpSurrogate, Prediction, RidgeEnsemble, Surrogate};
 pub use objective::{is_feasible, normal_cdf, Bound, Constraint, Objective, Sense};
 pub use problem::Problem;
