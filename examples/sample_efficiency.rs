@@ -12,13 +12,17 @@
 //! ```
 //! Options: `--seeds N`, `--strategies mcts,random,evolution,local`, `--budget N` (MCTS,
 //! evolution and local), `--random-budget N`, `--no-extra-features` (MCTS without the analytic
-//! size features), `--surrogate ridge|mlp` (ridge by default), `--initial N` (random
-//! evaluations before the first surrogate-guided round, 10 by default; MCTS only),
-//! `--skip-constrained`, `--skip-pareto`. Needs the shared data folder
-//! (`ALPHANAS_DATA_DIR`).
+//! size features), `--sizes-only` (the surrogate sees the size features, depth and bias, not
+//! the decision columns), `--surrogate ridge|mlp|oracle` (ridge by default; `oracle` returns
+//! the true metrics, an upper bound), `--initial N` (random evaluations before the first
+//! surrogate-guided round, 10 by default; MCTS only), `--q N` (evaluations per round, 2),
+//! `--kappa K` (optimism, 0.5), `--simulations N` (tree simulations per round, 2048),
+//! `--exploration C` (PUCT constant, 1), `--skip-constrained`, `--skip-pareto`. Needs the
+//! shared data folder (`ALPHANAS_DATA_DIR`).
 
 use alphanas::search::{
-    run_search, Constraint, Objective, SearchConfig, SearchHooks, SearchReport, Strategy, SurrogateKind, TableEvaluator,
+    run_search, Constraint, Objective, Prediction, SearchConfig, SearchHooks, SearchReport, Strategy, Surrogate,
+    SurrogateKind, TableEvaluator,
 };
 use alphanas::space::table::TableSpace;
 use alphanas::space::Candidate;
@@ -37,9 +41,15 @@ struct Options {
     random_budget: usize,
     initial: usize,
     extra_features: bool,
+    sizes_only: bool,
     mlp: bool,
+    oracle: bool,
     constrained: bool,
     pareto: bool,
+    q: usize,
+    kappa: f64,
+    simulations: usize,
+    exploration: f64,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -50,9 +60,15 @@ fn parse_options() -> Result<Options, String> {
         random_budget: 6000,
         initial: 10,
         extra_features: true,
+        sizes_only: false,
         mlp: false,
+        oracle: false,
         constrained: true,
         pareto: true,
+        q: 2,
+        kappa: 0.5,
+        simulations: 2048,
+        exploration: 1.0,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -71,13 +87,23 @@ fn parse_options() -> Result<Options, String> {
             }
             "--initial" => options.initial = value("--initial")?.parse().map_err(|e| format!("--initial: {e}"))?,
             "--no-extra-features" => options.extra_features = false,
+            "--sizes-only" => options.sizes_only = true,
             "--surrogate" => match value("--surrogate")?.as_str() {
                 "ridge" => options.mlp = false,
                 "mlp" => options.mlp = true,
-                other => return Err(format!("unknown surrogate `{other}`; use ridge or mlp")),
+                "oracle" => options.oracle = true,
+                other => return Err(format!("unknown surrogate `{other}`; use ridge, mlp or oracle")),
             },
             "--skip-constrained" => options.constrained = false,
             "--skip-pareto" => options.pareto = false,
+            "--q" => options.q = value("--q")?.parse().map_err(|e| format!("--q: {e}"))?,
+            "--kappa" => options.kappa = value("--kappa")?.parse().map_err(|e| format!("--kappa: {e}"))?,
+            "--simulations" => {
+                options.simulations = value("--simulations")?.parse().map_err(|e| format!("--simulations: {e}"))?
+            }
+            "--exploration" => {
+                options.exploration = value("--exploration")?.parse().map_err(|e| format!("--exploration: {e}"))?
+            }
             other => return Err(format!("unknown option `{other}`; see the example's header")),
         }
     }
@@ -88,16 +114,28 @@ fn parse_options() -> Result<Options, String> {
 /// They are the log of the non-embedding parameter count `Σ_l (256·h_l·d + 3·r_l·d²)`, the log
 /// of the total number of heads, and the log of the width. The count follows from the
 /// benchmark's model: head size 64 and a three-matrix MLP of hidden size ratio × width.
-struct SizeFeatures;
+struct SizeFeatures {
+    /// The surrogate sees only these features (with the depth and bias), not the table's
+    /// decision columns.
+    alone: bool,
+}
 
 impl SearchHooks for SizeFeatures {
     fn extra_feature_names(&self) -> Vec<String> {
-        vec!["log_non_embedding_params".into(), "log_total_heads".into(), "log_embed_dim".into()]
+        let mut names = vec!["log_non_embedding_params".into(), "log_total_heads".into(), "log_embed_dim".into()];
+        if self.alone {
+            names.extend(["n_layer".into(), "bias".into()]);
+        }
+        names
+    }
+
+    fn keep_space_features(&self) -> bool {
+        !self.alone
     }
 
     fn extra_features(&self, candidate: &Candidate, out: &mut Vec<f32>) {
         let Candidate::Row { values, .. } = candidate else {
-            out.extend([0.0, 0.0, 0.0]);
+            out.extend(std::iter::repeat_n(0.0, self.extra_feature_names().len()));
             return;
         };
         let get = |name: &str| values.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or("");
@@ -110,25 +148,92 @@ impl SearchHooks for SizeFeatures {
         out.push(params.max(1.0).ln() as f32);
         out.push(total_heads.max(1.0).ln() as f32);
         out.push(d.ln() as f32);
+        if self.alone {
+            out.push(heads.len() as f32);
+            out.push(if get("bias") == "true" { 1.0 } else { 0.0 });
+        }
     }
 }
 
 struct NoExtra;
 impl SearchHooks for NoExtra {}
 
-fn config(strategy: Strategy, budget: usize, seed: u64, mlp: bool, initial: usize) -> SearchConfig {
+/// A perfect surrogate: it returns each row's true metrics with zero spread. It bounds what
+/// the tree search and the acquisition can do with an exact model, so the gap between it and
+/// a fitted surrogate is the cost of the surrogate's error. The row index is the only feature.
+struct Oracle {
+    space: Arc<TableSpace>,
+}
+
+impl SearchHooks for Oracle {
+    fn extra_feature_names(&self) -> Vec<String> {
+        vec!["row_index".into()]
+    }
+
+    fn extra_features(&self, candidate: &Candidate, out: &mut Vec<f32>) {
+        let Candidate::Row { index, .. } = candidate else {
+            out.push(f32::NAN);
+            return;
+        };
+        out.push(*index as f32);
+    }
+
+    fn keep_space_features(&self) -> bool {
+        false
+    }
+
+    fn make_surrogate(&mut self, _features: &[String], targets: &[String], _seed: u64) -> Option<Box<dyn Surrogate>> {
+        let names = self.space.metric_names();
+        let columns = targets.iter().map(|t| names.iter().position(|n| n == t).expect("target is a table column")).collect();
+        Some(Box::new(OracleModel { space: self.space.clone(), columns, dispatches: 0 }))
+    }
+}
+
+struct OracleModel {
+    space: Arc<TableSpace>,
+    columns: Vec<usize>,
+    dispatches: u64,
+}
+
+impl Surrogate for OracleModel {
+    fn name(&self) -> &str {
+        "oracle"
+    }
+
+    fn fit(&mut self, _x: &[Vec<f64>], _y: &[Vec<f64>]) -> alphanas::Result<()> {
+        Ok(())
+    }
+
+    fn score(&mut self, x: &[f32], n: usize) -> alphanas::Result<Prediction> {
+        self.dispatches += 1;
+        let t = self.columns.len();
+        let mut mean = Vec::with_capacity(n * t);
+        for &index in &x[..n] {
+            let metrics = self.space.row_metrics(index as usize).expect("row index in range");
+            mean.extend(self.columns.iter().map(|&c| metrics[c]));
+        }
+        Ok(Prediction { n_targets: t, mean, std: vec![0.0; n * t] })
+    }
+
+    fn dispatches(&self) -> u64 {
+        self.dispatches
+    }
+}
+
+fn config(strategy: Strategy, budget: usize, seed: u64, options: &Options) -> SearchConfig {
     SearchConfig {
         strategy,
         evals: budget,
         seed,
-        q: 2,
+        q: options.q,
         batch: 256,
-        initial,
-        simulations_per_round: 2048,
-        kappa: 0.5,
+        initial: options.initial,
+        simulations_per_round: options.simulations,
+        exploration: options.exploration,
+        kappa: options.kappa,
         population: 50,
         tournament: 10,
-        surrogate: if mlp { SurrogateKind::Mlp(Default::default()) } else { SurrogateKind::Ridge },
+        surrogate: if options.mlp { SurrogateKind::Mlp(Default::default()) } else { SurrogateKind::Ridge },
         ..SearchConfig::default()
     }
 }
@@ -160,11 +265,18 @@ fn run(
     space: &Arc<TableSpace>,
     evaluator: &Arc<TableEvaluator>,
     cfg: &SearchConfig,
-    extra: bool,
+    options: &Options,
 ) -> alphanas::Result<SearchReport> {
-    let mut with_sizes = SizeFeatures;
+    let mut with_sizes = SizeFeatures { alone: options.sizes_only };
     let mut plain = NoExtra;
-    let hooks: &mut dyn SearchHooks = if extra { &mut with_sizes } else { &mut plain };
+    let mut oracle = Oracle { space: space.clone() };
+    let hooks: &mut dyn SearchHooks = if options.oracle {
+        &mut oracle
+    } else if options.extra_features {
+        &mut with_sizes
+    } else {
+        &mut plain
+    };
     run_search(space.clone(), evaluator.clone(), cfg, hooks)
 }
 
@@ -208,10 +320,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut hits99 = Vec::new();
             let started = Instant::now();
             for seed in 0..options.seeds {
-                let mut cfg = config(strategy, budget, seed, options.mlp, options.initial);
+                let mut cfg = config(strategy, budget, seed, &options);
                 cfg.objectives = vec![Objective::min(QUALITY), Objective::min(LATENCY)];
                 cfg.reference_point = Some(reference.clone());
-                let report = run(&space, &evaluator, &cfg, options.extra_features)?;
+                let report = run(&space, &evaluator, &cfg, &options)?;
                 hits95.push(evals_to_reach(&report.hypervolume, 0.95 * true_volume));
                 hits99.push(evals_to_reach(&report.hypervolume, 0.99 * true_volume));
                 eprintln!(
@@ -246,10 +358,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut hits = Vec::new();
             let started = Instant::now();
             for seed in 0..options.seeds {
-                let mut cfg = config(strategy, budget, seed, options.mlp, options.initial);
+                let mut cfg = config(strategy, budget, seed, &options);
                 cfg.objectives = vec![Objective::min(QUALITY)];
                 cfg.constraints = vec![Constraint::parse(&format!("{LATENCY}<={LATENCY_LIMIT}"))?];
-                let report = run(&space, &evaluator, &cfg, options.extra_features)?;
+                let report = run(&space, &evaluator, &cfg, &options)?;
                 let found = report.history.iter().position(|r| {
                     r.outcome.metrics.get(QUALITY) == Some(&optimum)
                         && r.outcome.metrics.get(LATENCY).is_some_and(|&l| l <= LATENCY_LIMIT)

@@ -44,9 +44,12 @@ impl MctsProposer {
     }
 }
 
-/// Space features followed by the hooks' extra features.
+/// Space features followed by the hooks' extra features, or the extra features alone when
+/// the hooks drop the space's.
 fn candidate_features(space: &dyn SearchSpace, hooks: &dyn SearchHooks, extra: bool, choices: &[u32], out: &mut Vec<f32>) {
-    out.extend(space.features(choices));
+    if !extra || hooks.keep_space_features() {
+        out.extend(space.features(choices));
+    }
     if extra {
         let candidate = space.candidate(choices);
         hooks.extra_features(&candidate, out);
@@ -106,7 +109,7 @@ impl Proposer for MctsProposer {
         }
 
         if self.surrogate.is_none() {
-            let mut names = ctx.space.feature_names();
+            let mut names = if extra && !ctx.hooks.keep_space_features() { Vec::new() } else { ctx.space.feature_names() };
             names.extend(extra_names);
             let made = ctx.hooks.make_surrogate(&names, &ctx.problem.targets, self.seed);
             let surrogate: Box<dyn Surrogate> = match (made, &self.surrogate_kind) {
