@@ -453,16 +453,49 @@ fn resume_alone_reuses_first_options() {
     assert_eq!(stored_runs(&out).len(), runs);
 }
 
+/// Writes `rows.csv` into `dir`: decisions `a` and `b` in 0..4, a known column `size`, and
+/// metrics `x` and `y`.
+fn write_rows(dir: &Path) {
+    let mut table = String::from("a,b,size,x,y\n");
+    for a in 0..4 {
+        for b in 0..4 {
+            table.push_str(&format!("{a},{b},{},{},{}\n", (a + 1) * 100 * (b + 1), a * 3 + b, 10 - a - b));
+        }
+    }
+    std::fs::write(dir.join("rows.csv"), table).unwrap();
+}
+
+#[test]
+fn table_search_with_features() {
+    let dir = tempfile::tempdir().unwrap();
+    write_rows(dir.path());
+    let search = |features: &str, out: &str| {
+        alphanas()
+            .current_dir(dir.path())
+            .args(["search", "--space-table", "rows.csv", "--decisions", "a,b", "--objective", "min:x", "--objective", "min:y"])
+            .args(["--features", features, "--surrogate", "ridge", "--evals", "10", "-q", "--out", out])
+            .output()
+            .unwrap()
+    };
+    let ok = search("size,a", "run");
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert_eq!(history_lines(&dir.path().join("run")).len(), 10);
+
+    let leak = search("x", "leak");
+    assert!(!leak.status.success());
+    let stderr = String::from_utf8_lossy(&leak.stderr);
+    assert!(stderr.contains("--features x"), "{stderr}");
+    assert!(stderr.contains("objective or constraint"), "{stderr}");
+
+    let missing = search("depth", "missing");
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("column not found"));
+}
+
 #[test]
 fn resume_reads_relative_paths_from_first_directory() {
     let dir = tempfile::tempdir().unwrap();
-    let mut table = String::from("a,b,x,y\n");
-    for a in 0..4 {
-        for b in 0..4 {
-            table.push_str(&format!("{a},{b},{},{}\n", a * 3 + b, 10 - a - b));
-        }
-    }
-    std::fs::write(dir.path().join("rows.csv"), table).unwrap();
+    write_rows(dir.path());
     let first = alphanas()
         .current_dir(dir.path())
         .args(["search", "--space-table", "rows.csv", "--decisions", "a,b", "--objective", "min:x", "--objective", "min:y"])

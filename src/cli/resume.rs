@@ -133,29 +133,9 @@ fn given(matches: &ArgMatches, id: &str) -> bool {
 macro_rules! merged_options {
     ($m:ident) => {
         $m!(
-            space,
-            space_table,
-            decisions,
-            strategy,
-            evaluator,
-            eval_cmd,
-            eval_timeout,
-            workers,
-            objectives,
-            constraints,
-            max_latency_ms,
-            max_params,
-            max_memory_mb,
-            quality,
-            train_tokens,
-            evals,
-            batch,
-            table,
-            seed,
-            export_front,
-            measure_batch,
-            measure_seq,
-            measure_runs
+            space, space_table, decisions, features, surrogate, strategy, evaluator, eval_cmd, eval_timeout,
+            workers, objectives, constraints, max_latency_ms, max_params, max_memory_mb, quality, train_tokens,
+            evals, batch, table, seed, export_front, measure_batch, measure_seq, measure_runs
         )
     };
 }

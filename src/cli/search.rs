@@ -8,7 +8,7 @@ use crate::eval::measure::{MeasureEvaluator, MeasureSettings};
 use crate::eval::proxy::{AnalyticSettings, ProxyEvaluator, Quality};
 use crate::eval::Evaluator;
 use crate::search::plot::{write_pareto_svg, PlotAxis, PlotData};
-use crate::search::{Constraint, NoHooks, Objective, SearchConfig, SearchReport, Sense, Strategy};
+use crate::search::{Constraint, NoHooks, Objective, SearchConfig, SearchReport, Sense, Strategy, SurrogateKind, TableFeatures};
 use crate::search::{CostTableFeedback, MeasuredPass};
 use crate::space::table::TableSpace;
 use crate::space::{Candidate, SearchSpace};
@@ -36,6 +36,17 @@ pub struct Args {
     /// Decision columns of --space-table, comma-separated.
     #[arg(long, value_delimiter = ',', requires = "space_table")]
     pub decisions: Vec<String>,
+
+    /// Columns of --space-table known before evaluation (such as params or flops) that the
+    /// surrogate reads instead of the decisions, comma-separated. Wide positive columns enter
+    /// as logs.
+    #[arg(long, value_delimiter = ',', requires = "space_table")]
+    pub features: Vec<String>,
+
+    /// Surrogate of the MCTS strategy: mlp (an ensemble of small MLPs) or ridge (a bootstrap
+    /// ensemble of ridge regressions, quicker to fit).
+    #[arg(long, default_value = "mlp")]
+    pub surrogate: String,
 
     /// Search strategy: mcts, random, evolution or local.
     #[arg(long, default_value = "mcts")]
@@ -189,7 +200,7 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
         .map(|o| o.metric.clone())
         .chain(constraints.iter().map(|c| c.metric.clone()))
         .collect();
-    let evaluator = build_evaluator(args, global, kind, quality, table, required)?;
+    let evaluator = build_evaluator(args, global, kind, quality, table.clone(), required.clone())?;
 
     let (out_dir, resume) = match (&args.resume, &args.out) {
         (Some(dir), _) => (dir.clone(), true),
@@ -203,9 +214,20 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
         )));
     }
 
+    let surrogate = match args.surrogate.as_str() {
+        "mlp" => SurrogateKind::Mlp(Default::default()),
+        "ridge" => SurrogateKind::Ridge,
+        other => return Err(crate::Error::Invalid(format!("unknown --surrogate `{other}`; use mlp or ridge"))),
+    };
+    let mut table_features = match (&table, args.features.is_empty()) {
+        (Some(table), false) => Some(TableFeatures::new(table, &args.features, &required)?),
+        _ => None,
+    };
+
     let stop = install_stop_handler();
     let cfg = SearchConfig {
         strategy: Strategy::parse(&args.strategy)?,
+        surrogate,
         objectives: objectives.clone(),
         constraints,
         evals: args.evals,
@@ -247,9 +269,10 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
         Some(path) => Some(cost_feedback(args, path, &*evaluator)?),
         None => None,
     };
-    let report = match feedback.as_mut() {
-        Some(hooks) => crate::search::run_search(space, evaluator, &cfg, hooks)?,
-        None => crate::search::run_search(space, evaluator, &cfg, &mut NoHooks)?,
+    let report = match (feedback.as_mut(), table_features.as_mut()) {
+        (Some(hooks), _) => crate::search::run_search(space, evaluator, &cfg, hooks)?,
+        (None, Some(hooks)) => crate::search::run_search(space, evaluator, &cfg, hooks)?,
+        (None, None) => crate::search::run_search(space, evaluator, &cfg, &mut NoHooks)?,
     };
     if let Some(feedback) = &feedback {
         let path = out_dir.join("cost_table.json");

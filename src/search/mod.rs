@@ -20,6 +20,7 @@ pub mod pareto;
 pub mod plot;
 mod problem;
 pub mod table_eval;
+pub mod table_features;
 mod tree_search;
 
 pub use acquisition::Acquisition;
@@ -34,3 +35,4 @@ pub use model::{MlpSurrogate, Prediction, RidgeEnsemble, Surrogate};
 pub use objective::{is_feasible, normal_cdf, Bound, Constraint, Objective, Sense};
 pub use problem::Problem;
 pub use table_eval::TableEvaluator;
+pub use table_features::TableFeatures;
