@@ -153,7 +153,7 @@ fn matmul_large_magnitude() {
 #[test]
 fn matmul_rejects_b_beyond_binding() {
     let Some(ctx) = gpu_for_tests("matmul_rejects_b_beyond_binding") else { return };
-    let limit = ctx.limits.max_storage_buffer_binding_size as u64;
+    let limit = ctx.limits.max_storage_buffer_binding_size;
     if limit >= ctx.limits.max_buffer_size || limit > 1 << 30 {
         eprintln!("skipping: a buffer larger than the {limit}-byte binding limit would be too large to allocate here");
         return;
@@ -442,7 +442,7 @@ fn residual_add_exact() {
 #[test]
 fn residual_add_beyond_binding_limit() {
     let Some(ctx) = gpu_for_tests("residual_add_beyond_binding_limit") else { return };
-    let limit = ctx.limits.max_storage_buffer_binding_size as u64;
+    let limit = ctx.limits.max_storage_buffer_binding_size;
     if limit > 256 << 20 {
         eprintln!("skipping: the binding limit ({limit} bytes) is too large to exceed in a test");
         return;

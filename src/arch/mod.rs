@@ -431,7 +431,7 @@ impl Architecture {
             }
             Some(_) => {}
             None => {
-                if self.d_model % self.n_heads != 0 {
+                if !self.d_model.is_multiple_of(self.n_heads) {
                     return bad(format!(
                         "n_heads ({}) must divide d_model ({}) when head_dim is absent; set head_dim or pick n_heads from the divisors of d_model",
                         self.n_heads, self.d_model
@@ -440,7 +440,7 @@ impl Architecture {
             }
         }
         let head_dim = self.head_dim();
-        if self.pos == Pos::Rope && head_dim % 2 != 0 {
+        if self.pos == Pos::Rope && !head_dim.is_multiple_of(2) {
             return bad(format!(
                 "head_dim ({head_dim}) must be even with pos \"rope\", which rotates pairs of features; use an even head_dim or another pos"
             ));
@@ -472,14 +472,14 @@ impl Architecture {
                     }
                 }
                 let shape = self.layer(i);
-                if self.head_dim.is_none() && over.n_heads.is_some() && self.d_model % shape.n_heads != 0 {
+                if self.head_dim.is_none() && over.n_heads.is_some() && !self.d_model.is_multiple_of(shape.n_heads) {
                     return bad(format!(
                         "layers[{i}].n_heads ({}) must divide d_model ({}) when head_dim is absent; set head_dim or use a divisor of d_model",
                         shape.n_heads, self.d_model
                     ));
                 }
                 check_kv(&format!("layers[{i}]."), shape.n_heads, shape.n_kv_heads)?;
-                if self.pos == Pos::Rope && shape.head_dim % 2 != 0 {
+                if self.pos == Pos::Rope && !shape.head_dim.is_multiple_of(2) {
                     return bad(format!(
                         "layers[{i}] has head_dim {} (d_model / layers[{i}].n_heads), which must be even with pos \"rope\"; pick n_heads so that d_model / n_heads is even, or set head_dim",
                         shape.head_dim
@@ -509,7 +509,7 @@ impl Architecture {
 }
 
 fn check_kv(prefix: &str, n_heads: u64, n_kv_heads: u64) -> Result<(), ArchError> {
-    if n_kv_heads > n_heads || n_heads % n_kv_heads != 0 {
+    if n_kv_heads > n_heads || !n_heads.is_multiple_of(n_kv_heads) {
         return Err(ArchError::Invalid(format!(
             "{prefix}n_kv_heads ({n_kv_heads}) must divide {prefix}n_heads ({n_heads}) for grouped-query attention; pick a divisor of n_heads"
         )));

@@ -342,7 +342,7 @@ impl Problem {
                 positive("rows", rows)?;
                 positive("cols", cols)?;
                 let head_dim = args.rope_head_dim;
-                if head_dim == 0 || head_dim % 2 != 0 || cols % head_dim != 0 {
+                if head_dim == 0 || !head_dim.is_multiple_of(2) || cols % head_dim != 0 {
                     return Err(crate::Error::Invalid(format!(
                         "--rope-head-dim ({head_dim}) must be even and divide --cols ({cols})"
                     )));

@@ -694,7 +694,7 @@ mod tests {
     #[test]
     fn value_formats() {
         assert_eq!(format_value(123_456_789.0), "123,456,789");
-        assert_eq!(format_value(3.14159), "3.1416");
+        assert_eq!(format_value(2.71234), "2.7123");
         assert_eq!(format_value(2.0), "2");
         assert_eq!(format_value(0.00001), "1.0000e-5");
     }

@@ -115,7 +115,7 @@ fn summarize(adapter: &wgpu::Adapter, selected: bool) -> AdapterSummary {
         subgroups,
         subgroup_size: subgroups.then_some((info.subgroup_min_size, info.subgroup_max_size)),
         limits: Some(LimitSummary {
-            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
+            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
             max_buffer_size: limits.max_buffer_size,
             max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
             max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,

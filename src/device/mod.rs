@@ -235,7 +235,7 @@ impl GpuContext {
     /// Fails with [`DeviceError::LimitExceeded`] when `bytes` exceed the largest storage
     /// binding, naming `what` and the fix.
     pub fn check_binding(&self, what: &str, bytes: u64) -> Result<(), DeviceError> {
-        let limit = self.limits.max_storage_buffer_binding_size as u64;
+        let limit = self.limits.max_storage_buffer_binding_size;
         if bytes > limit {
             return Err(DeviceError::LimitExceeded {
                 what: what.to_string(),

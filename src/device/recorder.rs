@@ -157,7 +157,7 @@ impl<'a> Recorder<'a> {
     /// kernel, a binding exceeds `max_storage_buffer_binding_size`, or an offset is misaligned.
     pub fn dispatch<P: bytemuck::Pod>(&mut self, kernel: &Kernel, params: &P, bindings: &[Bind<'_>], workgroups: u32) -> Result<(), DeviceError> {
         let param_bytes = bytemuck::bytes_of(params);
-        if param_bytes.len() % 16 != 0 || param_bytes.is_empty() {
+        if !param_bytes.len().is_multiple_of(16) || param_bytes.is_empty() {
             return Err(DeviceError::Uncaptured(format!(
                 "{}: the parameter struct is {} bytes, not a non-zero multiple of 16 as WGSL uniform layout needs",
                 kernel.name,
@@ -304,6 +304,6 @@ mod tests {
     #[test]
     fn fold_grid_rejects_too_many() {
         assert!(matches!(fold_grid(u32::MAX, 65_535), Err(DeviceError::LimitExceeded { .. })));
-        assert_eq!(fold_grid(17, 4).unwrap_err().to_string().contains("max_compute_workgroups_per_dimension"), true);
+        assert!(fold_grid(17, 4).unwrap_err().to_string().contains("max_compute_workgroups_per_dimension"));
     }
 }

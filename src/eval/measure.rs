@@ -301,6 +301,47 @@ impl ForwardBackend for CpuBackend {
     }
 }
 
+/// Measures forward passes on the GPU with [`crate::model::gpu::bench_gpu`], in f32.
+///
+/// `bench_gpu` always makes at least 3 warm-ups and 10 timed runs, so a candidate costs more
+/// passes here than the settings ask for on the CPU.
+pub struct GpuBackend {
+    ctx: std::sync::Arc<crate::device::GpuContext>,
+}
+
+impl GpuBackend {
+    pub fn new(ctx: std::sync::Arc<crate::device::GpuContext>) -> Self {
+        GpuBackend { ctx }
+    }
+}
+
+impl ForwardBackend for GpuBackend {
+    fn name(&self) -> &str {
+        "gpu"
+    }
+
+    fn run(&self, arch: &Architecture, mode: Mode, settings: PassSettings) -> Result<ForwardTiming, String> {
+        // `settings.seq` is the cache length for decode, and bench_gpu counts the new token too.
+        let (seq, model_mode) = match mode {
+            Mode::Prefill => (settings.seq, crate::model::Mode::Prefill),
+            Mode::Decode => (settings.seq + 1, crate::model::Mode::Decode),
+        };
+        let result = crate::model::gpu::bench_gpu(
+            &self.ctx,
+            arch,
+            model_mode,
+            settings.batch as usize,
+            seq as usize,
+            crate::device::DType::F32,
+            settings.warmup as usize,
+            settings.runs as usize,
+            settings.seed,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(ForwardTiming { latency_ms: result.latency_ms, peak_memory_bytes: result.peak_memory_bytes })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,46 +447,5 @@ mod tests {
         let settings = MeasureSettings { runs: 0, ..MeasureSettings::default() };
         let err = MeasureEvaluator::new(Box::new(FakeBackend::new()), settings, Quality::DecoderParams).unwrap_err();
         assert!(err.to_string().contains("runs (0)"));
-    }
-}
-
-/// Measures forward passes on the GPU with [`crate::model::gpu::bench_gpu`], in f32.
-///
-/// `bench_gpu` always makes at least 3 warm-ups and 10 timed runs, so a candidate costs more
-/// passes here than the settings ask for on the CPU.
-pub struct GpuBackend {
-    ctx: std::sync::Arc<crate::device::GpuContext>,
-}
-
-impl GpuBackend {
-    pub fn new(ctx: std::sync::Arc<crate::device::GpuContext>) -> Self {
-        GpuBackend { ctx }
-    }
-}
-
-impl ForwardBackend for GpuBackend {
-    fn name(&self) -> &str {
-        "gpu"
-    }
-
-    fn run(&self, arch: &Architecture, mode: Mode, settings: PassSettings) -> Result<ForwardTiming, String> {
-        // `settings.seq` is the cache length for decode, and bench_gpu counts the new token too.
-        let (seq, model_mode) = match mode {
-            Mode::Prefill => (settings.seq, crate::model::Mode::Prefill),
-            Mode::Decode => (settings.seq + 1, crate::model::Mode::Decode),
-        };
-        let result = crate::model::gpu::bench_gpu(
-            &self.ctx,
-            arch,
-            model_mode,
-            settings.batch as usize,
-            seq as usize,
-            crate::device::DType::F32,
-            settings.warmup as usize,
-            settings.runs as usize,
-            settings.seed,
-        )
-        .map_err(|e| e.to_string())?;
-        Ok(ForwardTiming { latency_ms: result.latency_ms, peak_memory_bytes: result.peak_memory_bytes })
     }
 }

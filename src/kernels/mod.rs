@@ -53,7 +53,7 @@ pub struct RowBlock {
 /// row) into blocks whose bindings fit `max_storage_buffer_binding_size`. Fails with
 /// [`DeviceError::LimitExceeded`] when even one block of 256 rows does not fit.
 pub fn row_blocks(ctx: &GpuContext, what: &str, rows: usize, row_bytes: usize) -> Result<Vec<RowBlock>, DeviceError> {
-    let limit = ctx.limits.max_storage_buffer_binding_size as u64;
+    let limit = ctx.limits.max_storage_buffer_binding_size;
     row_blocks_for_limit(what, rows, row_bytes, limit)
 }
 

@@ -393,7 +393,7 @@ impl GpuModel {
             .unwrap_or(0)
             .max(self.d_model);
         let row_bytes = (widest * self.dtype.size()) as u64;
-        let limit = self.ctx.limits.max_storage_buffer_binding_size as u64;
+        let limit = self.ctx.limits.max_storage_buffer_binding_size;
         let fitting = ((limit / row_bytes) as usize / batch.max(1)).max(1);
         self.chunk_cap.map_or(fitting, |cap| fitting.min(cap.max(1)))
     }
@@ -608,8 +608,8 @@ impl GpuModel {
                     head_dim: layer.head_dim,
                 };
                 let key = (step.batch * layer.n_heads * shape.n_chunks(), layer.head_dim);
-                if !ws.decode_scratch.contains_key(&key) {
-                    ws.decode_scratch.insert(key, attention::DecodeScratch::new(&ctx, &shape)?);
+                if let std::collections::hash_map::Entry::Vacant(e) = ws.decode_scratch.entry(key) {
+                    e.insert(attention::DecodeScratch::new(&ctx, &shape)?);
                 }
                 let scratch = &ws.decode_scratch[&key];
                 attention::record_decode(rec, &shape, &q, &cache.k[index], &cache.v[index], &attn, scratch)?;

@@ -315,67 +315,6 @@ impl Surrogate for RidgeEnsemble {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cholesky_solves_small_system() {
-        let a = vec![4.0, 2.0, 2.0, 3.0];
-        let b = vec![2.0, 1.0];
-        let x = cholesky_solve(a, 2, b, 1).unwrap();
-        assert!((4.0 * x[0] + 2.0 * x[1] - 2.0).abs() < 1e-12);
-        assert!((2.0 * x[0] + 3.0 * x[1] - 1.0).abs() < 1e-12);
-    }
-
-    #[test]
-    fn ridge_ensemble_fits_quadratic() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let x: Vec<Vec<f64>> = (0..200).map(|_| (0..3).map(|_| rng.random::<f64>()).collect()).collect();
-        let y: Vec<Vec<f64>> = x
-            .iter()
-            // Both targets take negative values, so they are fitted without the log transform.
-            .map(|r| vec![-1.0 + 2.0 * r[0] + r[1] * r[2], r[0] * r[0] - 0.5])
-            .collect();
-        let mut model = RidgeEnsemble::new(4, 10, 1e-3, 5);
-        model.fit(&x, &y).unwrap();
-        let flat: Vec<f32> = x.iter().flatten().map(|&v| v as f32).collect();
-        let pred = model.score(&flat, x.len()).unwrap();
-        assert_eq!(model.dispatches(), 1);
-        for (i, r) in y.iter().enumerate() {
-            for t in 0..2 {
-                let err = (pred.mean[i * 2 + t] - r[t]).abs();
-                assert!(err < 0.02, "row {i} target {t}: error {err}");
-            }
-        }
-    }
-
-    #[test]
-    fn ridge_ensemble_log_target_relative_error() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(2);
-        let x: Vec<Vec<f64>> = (0..200).map(|_| (0..2).map(|_| rng.random::<f64>()).collect()).collect();
-        // exp of a quadratic is exactly quadratic in log space.
-        let y: Vec<Vec<f64>> = x.iter().map(|r| vec![(1.0 + r[0] - 0.5 * r[1] * r[1]).exp()]).collect();
-        let mut model = RidgeEnsemble::new(4, 1, 1e-3, 3);
-        model.fit(&x, &y).unwrap();
-        let flat: Vec<f32> = x.iter().flatten().map(|&v| v as f32).collect();
-        let pred = model.score(&flat, x.len()).unwrap();
-        for (i, r) in y.iter().enumerate() {
-            let relative = (pred.mean[i] - r[0]).abs() / r[0];
-            assert!(relative < 0.01, "row {i}: relative error {relative}");
-            assert!(pred.std[i] >= 0.0);
-        }
-    }
-
-    #[test]
-    fn ridge_ensemble_rejects_wrong_width() {
-        let mut model = RidgeEnsemble::with_seed(0);
-        model.fit(&[vec![1.0, 2.0], vec![2.0, 1.0]], &[vec![1.0], vec![2.0]]).unwrap();
-        let err = model.score(&[1.0, 2.0, 3.0], 1).unwrap_err().to_string();
-        assert!(err.contains("expected 1 rows × 2 features"), "{err}");
-    }
-}
-
 /// The crate's MLP ensemble ([`crate::surrogate::Ensemble`]) behind the [`Surrogate`]
 /// interface, scoring on the CPU or, with [`MlpSurrogate::on_gpu`], on a GPU. The first
 /// [`Surrogate::fit`] trains from scratch, and later ones warm-start from the current weights.
@@ -462,5 +401,66 @@ impl Surrogate for MlpSurrogate {
 
     fn dispatches(&self) -> u64 {
         self.earlier_dispatches + self.scorer.as_ref().map_or(0, |s| s.dispatches())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cholesky_solves_small_system() {
+        let a = vec![4.0, 2.0, 2.0, 3.0];
+        let b = vec![2.0, 1.0];
+        let x = cholesky_solve(a, 2, b, 1).unwrap();
+        assert!((4.0 * x[0] + 2.0 * x[1] - 2.0).abs() < 1e-12);
+        assert!((2.0 * x[0] + 3.0 * x[1] - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn ridge_ensemble_fits_quadratic() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let x: Vec<Vec<f64>> = (0..200).map(|_| (0..3).map(|_| rng.random::<f64>()).collect()).collect();
+        let y: Vec<Vec<f64>> = x
+            .iter()
+            // Both targets take negative values, so they are fitted without the log transform.
+            .map(|r| vec![-1.0 + 2.0 * r[0] + r[1] * r[2], r[0] * r[0] - 0.5])
+            .collect();
+        let mut model = RidgeEnsemble::new(4, 10, 1e-3, 5);
+        model.fit(&x, &y).unwrap();
+        let flat: Vec<f32> = x.iter().flatten().map(|&v| v as f32).collect();
+        let pred = model.score(&flat, x.len()).unwrap();
+        assert_eq!(model.dispatches(), 1);
+        for (i, r) in y.iter().enumerate() {
+            for t in 0..2 {
+                let err = (pred.mean[i * 2 + t] - r[t]).abs();
+                assert!(err < 0.02, "row {i} target {t}: error {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn ridge_ensemble_log_target_relative_error() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+        let x: Vec<Vec<f64>> = (0..200).map(|_| (0..2).map(|_| rng.random::<f64>()).collect()).collect();
+        // exp of a quadratic is exactly quadratic in log space.
+        let y: Vec<Vec<f64>> = x.iter().map(|r| vec![(1.0 + r[0] - 0.5 * r[1] * r[1]).exp()]).collect();
+        let mut model = RidgeEnsemble::new(4, 1, 1e-3, 3);
+        model.fit(&x, &y).unwrap();
+        let flat: Vec<f32> = x.iter().flatten().map(|&v| v as f32).collect();
+        let pred = model.score(&flat, x.len()).unwrap();
+        for (i, r) in y.iter().enumerate() {
+            let relative = (pred.mean[i] - r[0]).abs() / r[0];
+            assert!(relative < 0.01, "row {i}: relative error {relative}");
+            assert!(pred.std[i] >= 0.0);
+        }
+    }
+
+    #[test]
+    fn ridge_ensemble_rejects_wrong_width() {
+        let mut model = RidgeEnsemble::with_seed(0);
+        model.fit(&[vec![1.0, 2.0], vec![2.0, 1.0]], &[vec![1.0], vec![2.0]]).unwrap();
+        let err = model.score(&[1.0, 2.0, 3.0], 1).unwrap_err().to_string();
+        assert!(err.contains("expected 1 rows × 2 features"), "{err}");
     }
 }

@@ -162,7 +162,7 @@ impl GpuScorer {
         }
         let weight_words = pack_weights(&weights, precision);
         let weight_bytes = 4 * weight_words.len() as u64;
-        if weight_bytes > u64::from(limits.max_storage_buffer_binding_size) {
+        if weight_bytes > limits.max_storage_buffer_binding_size {
             return Err(SurrogateError::Gpu(format!("the weights take {weight_bytes} bytes but a storage binding is limited to {} on this device; use the CPU scorer", limits.max_storage_buffer_binding_size)));
         }
 
@@ -201,7 +201,7 @@ impl GpuScorer {
         });
 
         // Rows per dispatch: input and output must each fit one storage binding and one buffer.
-        let binding_limit = u64::from(limits.max_storage_buffer_binding_size).min(limits.max_buffer_size);
+        let binding_limit = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
         let bytes_per_row_io = 4 * (ensemble.n_features() as u64).max(2 * u64::from(n_targets));
         let max_rows_per_dispatch = ((binding_limit / bytes_per_row_io) as usize).min(MAX_ROWS_PER_DISPATCH);
 

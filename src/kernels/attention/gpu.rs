@@ -161,7 +161,7 @@ impl DecodeShape {
 }
 
 fn check_heads(n_heads: usize, n_kv_heads: usize, head_dim: usize) -> Result<()> {
-    if n_kv_heads == 0 || n_heads == 0 || n_heads % n_kv_heads != 0 {
+    if n_kv_heads == 0 || n_heads == 0 || !n_heads.is_multiple_of(n_kv_heads) {
         return Err(Error::Invalid(format!(
             "attention n_kv_heads ({n_kv_heads}) must divide n_heads ({n_heads}) and both must be at least 1"
         )));

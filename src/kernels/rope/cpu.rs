@@ -17,7 +17,7 @@ pub const ROPE_THETA: f32 = 10_000.0;
 const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
 
 fn check_shapes(x: &[f32], positions: &[u32], n_tokens: usize, n_heads: usize, head_dim: usize) {
-    assert!(head_dim % 2 == 0, "rope: head_dim ({head_dim}) must be even");
+    assert!(head_dim.is_multiple_of(2), "rope: head_dim ({head_dim}) must be even");
     assert_eq!(
         x.len(),
         n_tokens * n_heads * head_dim,
