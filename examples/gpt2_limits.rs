@@ -10,7 +10,8 @@
 //! Usage: `WGPU_BACKEND=vulkan cargo run --release --example gpt2_limits -- [RUNS] [DTYPE]
 //! [PREFILL_BATCH] [PREFILL_SEQ]`. RUNS (default 3) is the number of timed runs of each mode
 //! after one warm-up, timed by wall clock (token upload, the recorded pass and the logits
-//! download). DTYPE is f32 (default) or f16. On lavapipe one full prefill takes minutes.
+//! download). RUNS 0 runs each mode once without a warm-up and reports that cold pass. DTYPE
+//! is f32 (default) or f16. On lavapipe one full prefill takes minutes to hours.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,28 +25,43 @@ use alphanas::{Error, Result};
 const SEED: u64 = 7;
 const DECODE_CACHE: usize = 4096;
 
-fn parse_count(text: Option<String>, name: &str, default: usize) -> Result<usize> {
+fn parse_count(text: Option<String>, name: &str, default: usize, min: usize) -> Result<usize> {
     match text {
         None => Ok(default),
         Some(text) => text
             .parse()
             .ok()
-            .filter(|&n| n > 0)
-            .ok_or_else(|| Error::Invalid(format!("{name} ({text}) must be a positive integer"))),
+            .filter(|&n| n >= min)
+            .ok_or_else(|| Error::Invalid(format!("{name} ({text}) must be an integer of at least {min}"))),
+    }
+}
+
+/// Returns whether pass `run` (0 is the warm-up) is timed: all but the warm-up, or the only
+/// pass when `runs` is 0.
+fn timed(run: usize, runs: usize) -> bool {
+    run > 0 || runs == 0
+}
+
+/// Labels a report as a cold pass when there was no warm-up.
+fn label(what: String, runs: usize) -> String {
+    if runs == 0 {
+        format!("{what} (one cold pass, no warm-up)")
+    } else {
+        what
     }
 }
 
 fn main() -> Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let mut args = std::env::args().skip(1);
-    let runs = parse_count(args.next(), "RUNS", 3)?;
+    let runs = parse_count(args.next(), "RUNS", 3, 0)?;
     let dtype = match args.next().as_deref() {
         None | Some("f32") => DType::F32,
         Some("f16") => DType::F16,
         Some(other) => return Err(Error::Invalid(format!("DTYPE ({other}) must be f32 or f16"))),
     };
-    let prefill_batch = parse_count(args.next(), "PREFILL_BATCH", 8)?;
-    let prefill_seq = parse_count(args.next(), "PREFILL_SEQ", 2048)?;
+    let prefill_batch = parse_count(args.next(), "PREFILL_BATCH", 8, 1)?;
+    let prefill_seq = parse_count(args.next(), "PREFILL_SEQ", 2048, 1)?;
 
     let ctx = shared_gpu()?;
     let mut arch = gpt2_small();
@@ -82,7 +98,9 @@ fn decode(model: &mut GpuModel, vocab: usize, runs: usize) -> Result<()> {
     let mut cache = model.new_cache(1, DECODE_CACHE + 1)?;
     let token = random_tokens(1, vocab, SEED);
     let mut samples_ms = Vec::with_capacity(runs);
-    for run in 0..=runs {
+    // One warm-up and `runs` timed passes, or a single cold pass.
+    let passes = if runs == 0 { 1 } else { runs + 1 };
+    for run in 0..passes {
         cache.assume_filled(DECODE_CACHE)?;
         let start = Instant::now();
         let logits = model.decode(&token, &mut cache)?;
@@ -90,11 +108,11 @@ fn decode(model: &mut GpuModel, vocab: usize, runs: usize) -> Result<()> {
         if !logits.iter().all(|x| x.is_finite()) {
             return Err(Error::Other("decode produced non-finite logits".into()));
         }
-        if run > 0 {
+        if timed(run, runs) {
             samples_ms.push(elapsed_ms);
         }
     }
-    report(&format!("decode, batch 1, cache {DECODE_CACHE}"), samples_ms, model.allocated_bytes(&cache));
+    report(&label(format!("decode, batch 1, cache {DECODE_CACHE}"), runs), samples_ms, model.allocated_bytes(&cache));
     Ok(())
 }
 
@@ -110,7 +128,9 @@ fn prefill(ctx: &GpuContext, model: &mut GpuModel, vocab: usize, batch: usize, s
     let tokens = random_tokens(batch * seq, vocab, SEED);
     let mut cache = model.new_cache(batch, seq)?;
     let mut samples_ms = Vec::with_capacity(runs);
-    for run in 0..=runs {
+    // One warm-up and `runs` timed passes, or a single cold pass.
+    let passes = if runs == 0 { 1 } else { runs + 1 };
+    for run in 0..passes {
         cache.clear();
         let start = Instant::now();
         let logits = model.prefill(&tokens, batch, seq, &mut cache)?;
@@ -118,10 +138,10 @@ fn prefill(ctx: &GpuContext, model: &mut GpuModel, vocab: usize, batch: usize, s
         if !logits.iter().all(|x| x.is_finite()) {
             return Err(Error::Other("prefill produced non-finite logits".into()));
         }
-        if run > 0 {
+        if timed(run, runs) {
             samples_ms.push(elapsed_ms);
         }
     }
-    report(&format!("prefill, batch {batch} x {seq}"), samples_ms, model.allocated_bytes(&cache));
+    report(&label(format!("prefill, batch {batch} x {seq}"), runs), samples_ms, model.allocated_bytes(&cache));
     Ok(())
 }
