@@ -485,7 +485,7 @@ fn table_search_with_features() {
     assert!(!leak.status.success());
     let stderr = String::from_utf8_lossy(&leak.stderr);
     assert!(stderr.contains("--features x"), "{stderr}");
-    assert!(stderr.contains("objective or constraint"), "{stderr}");
+    assert!(stderr.contains("is an objective"), "{stderr}");
 
     let missing = search("depth", "missing");
     assert!(!missing.status.success());
@@ -514,4 +514,131 @@ fn resume_reads_relative_paths_from_first_directory() {
         .unwrap();
     assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
     assert_eq!(history_lines(&out).len(), 9);
+}
+
+/// Runs `alphanas search` in `dir` on `rows.csv` with two objectives and `extra` options.
+fn table_search(dir: &Path, extra: &[&str]) -> std::process::Output {
+    alphanas()
+        .current_dir(dir)
+        .args(["search", "--space-table", "rows.csv", "--decisions", "a,b", "--objective", "min:x", "--objective", "min:y"])
+        .args(["-q"])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn resume_rejects_invalid_run_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    write_rows(dir.path());
+    let first = table_search(dir.path(), &["--evals", "4", "--out", "run"]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let out = dir.path().join("run");
+
+    // Options that the search rejects do not enter command.json, so a bare resume still works.
+    for bad in [&["--evals", "0"][..], &["--workers", "0"], &["--decisions", "b,a"]] {
+        let rejected = alphanas().current_dir(dir.path()).args(["search", "-q", "--resume", "run"]).args(bad).output().unwrap();
+        assert!(!rejected.status.success(), "{bad:?} was accepted");
+        assert_eq!(stored_runs(&out).len(), 1, "{bad:?} was stored");
+    }
+    let reordered = alphanas().current_dir(dir.path()).args(["search", "-q", "--resume", "run", "--decisions", "b,a"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&reordered.stderr);
+    assert!(stderr.contains("--decisions"), "{stderr}");
+
+    // Table options given with --resume need no other table option.
+    let features = alphanas()
+        .current_dir(dir.path())
+        .args(["search", "-q", "--resume", "run", "--evals", "8", "--features", "size", "--surrogate", "ridge"])
+        .output()
+        .unwrap();
+    assert!(features.status.success(), "{}", String::from_utf8_lossy(&features.stderr));
+    assert_eq!(history_lines(&out).len(), 8);
+}
+
+#[test]
+fn resume_anchors_later_relative_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    write_rows(dir.path());
+    let first = table_search(dir.path(), &["--evals", "3", "--out", "run"]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+
+    // The second run names the table again from a subfolder, by a different relative path.
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let second = alphanas()
+        .current_dir(&sub)
+        .args(["search", "-q", "--resume", "../run", "--evals", "5", "--space-table", "../rows.csv"])
+        .output()
+        .unwrap();
+    assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
+    let third = alphanas().current_dir(dir.path()).args(["search", "-q", "--resume", "run", "--evals", "7"]).output().unwrap();
+    assert!(third.status.success(), "{}", String::from_utf8_lossy(&third.stderr));
+    assert_eq!(history_lines(&dir.path().join("run")).len(), 7);
+}
+
+#[test]
+fn resume_without_command_file() {
+    let dir = tempfile::tempdir().unwrap();
+    write_rows(dir.path());
+    let first = table_search(dir.path(), &["--evals", "3", "--out", "run"]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let out = dir.path().join("run");
+    std::fs::remove_file(out.join("command.json")).unwrap();
+
+    let bare = alphanas().current_dir(dir.path()).args(["search", "--resume", "run", "--evals", "5"]).output().unwrap();
+    assert!(!bare.status.success());
+    let stderr = String::from_utf8_lossy(&bare.stderr);
+    assert!(stderr.contains("no command.json"), "the warning explains the error: {stderr}");
+
+    // A resume with the full options works and writes command.json for the next one.
+    let full = table_search(dir.path(), &["--evals", "5", "--resume", "run"]);
+    assert!(full.status.success(), "{}", String::from_utf8_lossy(&full.stderr));
+    assert_eq!(stored_runs(&out).len(), 1);
+    let bare = alphanas().current_dir(dir.path()).args(["search", "-q", "--resume", "run", "--evals", "7"]).output().unwrap();
+    assert!(bare.status.success(), "{}", String::from_utf8_lossy(&bare.stderr));
+    assert_eq!(history_lines(&out).len(), 7);
+}
+
+#[test]
+fn table_nan_metric_fails_trial() {
+    let dir = tempfile::tempdir().unwrap();
+    // Row a=1 has no x, and every row has an unused column that is NaN in some rows.
+    let mut table = String::from("a,b,unused,x,y\n");
+    for a in 0..3 {
+        for b in 0..3 {
+            let x = if a == 1 { "NaN".to_string() } else { (a * 3 + b).to_string() };
+            let unused = if b == 0 { "NaN" } else { "1" };
+            table.push_str(&format!("{a},{b},{unused},{x},{}\n", 10 - a - b));
+        }
+    }
+    std::fs::write(dir.path().join("rows.csv"), table).unwrap();
+    let run = table_search(dir.path(), &["--evals", "9", "--strategy", "random", "--out", "run"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let out = dir.path().join("run");
+    let lines = history_lines(&out);
+    assert!(lines.iter().all(|l| !l.contains("null")), "{lines:?}");
+    let failed = lines.iter().filter(|l| l.contains("\"status\":\"failed\"")).count();
+    assert_eq!(failed, 3, "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("no finite value of x")), "{lines:?}");
+
+    let resumed = alphanas().current_dir(dir.path()).args(["search", "-q", "--resume", "run"]).output().unwrap();
+    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+}
+
+#[test]
+fn second_search_in_same_folder_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = slow_eval_script(dir.path(), "0.3");
+    let out = dir.path().join("run");
+    let mut args = command_search_args(&script, 50);
+    args.extend(["--out".into(), out.display().to_string()]);
+    let mut child = alphanas().args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    wait_for_lines(&mut child, &out, 1, Duration::from_secs(120));
+
+    let second = alphanas().args(["search", "-q", "--resume"]).arg(&out).output().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("another search is running"), "{stderr}");
 }

@@ -160,3 +160,25 @@ fn resume_without_journal_fails_clearly() {
     assert!(err.contains("cannot resume"), "{err}");
     assert!(err.contains("settings.json"), "{err}");
 }
+
+#[test]
+fn deleted_line_is_renumbered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (space, evaluator) = problem();
+    run_search(space.clone(), evaluator.clone(), &config(dir.path(), 6, false), &mut NoHooks).unwrap();
+    let path = dir.path().join("history.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    let deleted = lines.remove(2).to_string();
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+
+    let report = run_search(space, evaluator, &config(dir.path(), 8, true), &mut NoHooks).unwrap();
+    assert_eq!(report.history.len(), 8);
+    let numbers: Vec<usize> = report.history.iter().map(|r| r.eval).collect();
+    assert_eq!(numbers, (0..8).collect::<Vec<_>>());
+    // The deleted candidate may be proposed again, but nothing else repeats.
+    let mut choices: Vec<&Vec<u32>> = report.history.iter().map(|r| &r.choices).collect();
+    choices.sort();
+    choices.dedup();
+    assert_eq!(choices.len(), 8, "a candidate was evaluated twice ({deleted})");
+}

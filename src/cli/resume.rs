@@ -10,6 +10,7 @@
 
 use super::search::Args;
 use super::{Cli, Command, Global};
+use crate::space::BUILTIN_NAMES;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
 use serde::{Deserialize, Serialize};
@@ -106,10 +107,8 @@ fn parse(run: &StoredRun, path: &Path) -> crate::Result<(Args, Global, ArgMatche
             run.args.join(" ")
         ))
     };
-    let matches = Cli::command()
-        .try_get_matches_from(argv)
-        .map_err(|e| invalid(e.kind().to_string()))?;
-    let cli = Cli::from_arg_matches(&matches).map_err(|e| invalid(e.kind().to_string()))?;
+    let matches = Cli::command().try_get_matches_from(argv).map_err(|e| invalid(clap_reason(&e)))?;
+    let cli = Cli::from_arg_matches(&matches).map_err(|e| invalid(clap_reason(&e)))?;
     let Command::Search(args) = cli.command else {
         return Err(invalid("it is not an `alphanas search` command".into()));
     };
@@ -118,6 +117,13 @@ fn parse(run: &StoredRun, path: &Path) -> crate::Result<(Args, Global, ArgMatche
         .cloned()
         .ok_or_else(|| invalid("no search subcommand".into()))?;
     Ok((args, cli.global, search))
+}
+
+/// Returns the first line of clap's message for `error`, without its `error: ` prefix.
+fn clap_reason(error: &clap::Error) -> String {
+    let text = error.render().to_string();
+    let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+    line.strip_prefix("error: ").unwrap_or(line).to_string()
 }
 
 /// True when the command line (or an environment variable) gave the option `id`.
@@ -152,7 +158,7 @@ fn overlay(base: &mut Args, layer: &Args, matches: &ArgMatches) {
     merged_options!(take);
 }
 
-/// Reads a relative path of the first run from that run's working directory.
+/// Reads a relative path given in a run from that run's working directory.
 fn anchor(path: &Path, cwd: &Path) -> PathBuf {
     if path.is_absolute() {
         path.to_path_buf()
@@ -161,36 +167,53 @@ fn anchor(path: &Path, cwd: &Path) -> PathBuf {
     }
 }
 
+/// Makes the file paths that `matches` shows were given in a run absolute, from the run's
+/// working directory `cwd`. A `--space` that names a built-in space is not a path.
+fn anchor_paths(args: &mut Args, matches: &ArgMatches, cwd: &Path) {
+    if given(matches, "space_table") {
+        args.space_table = args.space_table.as_deref().map(|p| anchor(p, cwd));
+    }
+    if given(matches, "table") {
+        args.table = args.table.as_deref().map(|p| anchor(p, cwd));
+    }
+    if given(matches, "space") && !BUILTIN_NAMES.contains(&args.space.as_str()) {
+        args.space = anchor(Path::new(&args.space), cwd).display().to_string();
+    }
+}
+
 /// Returns the options of a resumed search: the stored runs' options overlaid in order, then
-/// the current command line's. Returns the current options unchanged when `dir` has no
-/// `command.json` (a search from an older build) or the current command line is unknown.
-/// Also returns the command to store back, with this run appended.
-pub fn resolve(
-    args: &Args,
-    global: &Global,
-    dir: &Path,
-) -> crate::Result<(Args, Global, Option<StoredCommand>)> {
-    let Some(mut stored) = load(dir)? else {
-        log::info!(
-            "{} has no {COMMAND_FILE}; resuming with the options given now",
-            dir.display()
-        );
-        return Ok((args.clone(), global.clone(), None));
-    };
+/// the current command line's. Also returns the command to store back, with this run
+/// appended. A folder without `command.json` (from an older build, or deleted) resumes with
+/// the options given now, and the returned command starts with this run.
+pub fn resolve(args: &Args, global: &Global, dir: &Path) -> crate::Result<(Args, Global, Option<StoredCommand>)> {
     let Some(current) = current_run(global) else {
         return Ok((args.clone(), global.clone(), None));
+    };
+    let Some(mut stored) = load(dir)? else {
+        log::warn!(
+            "{} has no {COMMAND_FILE}, so no options are reused; the search continues with the options given now",
+            dir.display()
+        );
+        let stored = StoredCommand { format_version: FORMAT_VERSION, runs: vec![current] };
+        return Ok((args.clone(), global.clone(), Some(stored)));
     };
 
     let path = dir.join(COMMAND_FILE);
     let first = &stored.runs[0];
-    let (mut merged, mut merged_global, _) = parse(first, &path)?;
-    // The first run's relative paths name files in the directory it ran from.
-    merged.space_table = merged.space_table.map(|p| anchor(&p, &first.cwd));
-    merged.table = merged.table.map(|p| anchor(&p, &first.cwd));
-    let space_file = anchor(Path::new(&merged.space), &first.cwd);
-    if !Path::new(&merged.space).is_absolute() && space_file.is_file() {
-        merged.space = space_file.display().to_string();
+    let (mut merged, mut merged_global, first_matches) = parse(first, &path)?;
+    anchor_paths(&mut merged, &first_matches, &first.cwd);
+    for run in stored.runs[1..].iter().chain(std::iter::once(&current)) {
+        let (mut layer, layer_global, matches) = parse(run, &path)?;
+        anchor_paths(&mut layer, &matches, &run.cwd);
+        overlay(&mut merged, &layer, &matches);
+        if given(&matches, "backend") {
+            merged_global.backend = layer_global.backend;
+        }
+        if given(&matches, "threads") {
+            merged_global.threads = layer_global.threads;
+        }
     }
+
     // A program named by a relative path (`./train.sh`) is looked up from the current
     // directory, while a bare name (`python`) is looked up in PATH.
     let program = merged.eval_cmd.as_deref().and_then(|line| line.split_whitespace().next());
@@ -201,17 +224,6 @@ pub fn resolve(
             first.cwd.display(),
             program.unwrap_or_default()
         );
-    }
-
-    for run in stored.runs[1..].iter().chain(std::iter::once(&current)) {
-        let (layer, layer_global, matches) = parse(run, &path)?;
-        overlay(&mut merged, &layer, &matches);
-        if given(&matches, "backend") {
-            merged_global.backend = layer_global.backend;
-        }
-        if given(&matches, "threads") {
-            merged_global.threads = layer_global.threads;
-        }
     }
 
     // Output and logging follow the run at hand.

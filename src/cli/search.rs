@@ -30,17 +30,17 @@ pub struct Args {
     pub space: String,
 
     /// CSV file whose rows are the candidates (a tabular space); needs --decisions.
-    #[arg(long, requires = "decisions", conflicts_with = "space")]
+    #[arg(long, conflicts_with = "space")]
     pub space_table: Option<PathBuf>,
 
     /// Decision columns of --space-table, comma-separated.
-    #[arg(long, value_delimiter = ',', requires = "space_table")]
+    #[arg(long, value_delimiter = ',')]
     pub decisions: Vec<String>,
 
     /// Columns of --space-table known before evaluation (such as params or flops) that the
     /// surrogate reads instead of the decisions, comma-separated. Wide positive columns enter
     /// as logs.
-    #[arg(long, value_delimiter = ',', requires = "space_table")]
+    #[arg(long, value_delimiter = ',')]
     pub features: Vec<String>,
 
     /// Surrogate of the MCTS strategy: mlp (an ensemble of small MLPs) or ridge (a bootstrap
@@ -119,8 +119,8 @@ pub struct Args {
     #[arg(long, conflicts_with = "resume")]
     pub out: Option<PathBuf>,
 
-    /// Continue the search whose outputs are in this folder. Its first run's options apply
-    /// (stored in DIR/command.json), and options given now override them (for example --evals).
+    /// Continue the search whose outputs are in this folder, with the options of its earlier
+    /// runs (stored in DIR/command.json). Options given now override them, such as --evals.
     #[arg(long)]
     pub resume: Option<PathBuf>,
 
@@ -220,13 +220,23 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
         other => return Err(crate::Error::Invalid(format!("unknown --surrogate `{other}`; use mlp or ridge"))),
     };
     let mut table_features = match (&table, args.features.is_empty()) {
-        (Some(table), false) => Some(TableFeatures::new(table, &args.features, &required)?),
+        (Some(table), false) => {
+            let objective_names: Vec<String> = objectives.iter().map(|o| o.metric.clone()).collect();
+            let constraint_names: Vec<String> = constraints.iter().map(|c| c.metric.clone()).collect();
+            let features = TableFeatures::new(table, &args.features, &objective_names, &constraint_names)?;
+            log::info!("surrogate features: {}", features.names().join(", "));
+            Some(features)
+        }
         _ => None,
     };
+    let strategy = Strategy::parse(&args.strategy)?;
+    if strategy != Strategy::Mcts && (!args.features.is_empty() || args.surrogate != "mlp") {
+        log::warn!("--features and --surrogate only affect --strategy mcts; the {} strategy uses no surrogate", strategy.name());
+    }
 
     let stop = install_stop_handler();
     let cfg = SearchConfig {
-        strategy: Strategy::parse(&args.strategy)?,
+        strategy,
         surrogate,
         objectives: objectives.clone(),
         constraints,
@@ -247,6 +257,14 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
     if resume {
         // Checked before anything is stored, so a rejected resume leaves command.json as it was.
         crate::search::check_resumable(&*space, &*evaluator, &cfg)?;
+        let done = crate::search::load_history(&out_dir, &*space)?.len();
+        if done >= cfg.evals {
+            log::warn!(
+                "{} already contains {done} evaluations, the whole budget of {}; raise it with --evals to continue the search",
+                out_dir.display(),
+                cfg.evals
+            );
+        }
         if let Some(stored) = &stored_command {
             crate::search::write_json_atomic(&out_dir.join(super::resume::COMMAND_FILE), stored)?;
         }
@@ -295,8 +313,9 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
     }
     if report.stopped {
         return Err(crate::Error::Interrupted(format!(
-            "stopped early after {} evaluations; continue with --resume {}",
+            "stopped early after {} evaluation{}; continue with --resume {}",
             report.history.len(),
+            if report.history.len() == 1 { "" } else { "s" },
             out_dir.display()
         )));
     }
@@ -354,6 +373,19 @@ fn cost_feedback(args: &Args, path: &std::path::Path, evaluator: &dyn Evaluator)
 
 /// Builds the search space, and also returns the table space when the candidates are table rows.
 fn build_space(args: &Args) -> crate::Result<(Arc<dyn SearchSpace>, Option<Arc<TableSpace>>)> {
+    // Checked here rather than by clap, because a resume may take these options from
+    // command.json and the command line together.
+    match (&args.space_table, args.decisions.is_empty(), args.features.is_empty()) {
+        (Some(path), true, _) => {
+            return Err(crate::Error::Invalid(format!(
+                "--space-table {} needs --decisions COLS, the columns that make up a candidate",
+                path.display()
+            )))
+        }
+        (None, false, _) => return Err(crate::Error::Invalid("--decisions needs --space-table FILE.csv".into())),
+        (None, _, false) => return Err(crate::Error::Invalid("--features needs --space-table FILE.csv".into())),
+        _ => {}
+    }
     if let Some(path) = &args.space_table {
         let table = Arc::new(TableSpace::from_csv(path, &args.decisions)?);
         return Ok((table.clone(), Some(table)));

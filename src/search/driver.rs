@@ -13,6 +13,7 @@ use crate::space::{Candidate, SearchSpace};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::collections::{BTreeMap, HashSet};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -89,6 +90,11 @@ pub fn run_search(
         cfg.strategy.name(),
         cfg.seed,
     );
+    // Held until the search returns, so a second process cannot write the same journal.
+    let _lock = match &cfg.out_dir {
+        Some(dir) => Some(lock_out_dir(dir, cfg.resume)?),
+        None => None,
+    };
     let mut history = prepare_out_dir(cfg, &settings, &*space)?;
     let mut journal = match &cfg.out_dir {
         Some(dir) => Some(Journal::open(dir)?),
@@ -244,6 +250,37 @@ fn check_metric_names(evaluator: &dyn Evaluator, problem: &Problem) -> crate::Re
     Ok(())
 }
 
+/// File in the output directory that a running search holds an exclusive lock on.
+const LOCK_FILE: &str = ".alphanas.lock";
+
+/// Takes the exclusive lock of the output directory `dir`, creating the directory for a new
+/// search. The operating system releases the lock when the returned file is closed, also
+/// when the process is killed.
+fn lock_out_dir(dir: &Path, resume: bool) -> crate::Result<File> {
+    if resume && !dir.is_dir() {
+        return Err(crate::Error::Invalid(format!(
+            "cannot resume {}: the directory does not exist; give the --out directory of an earlier search",
+            dir.display()
+        )));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(format!("cannot create {}", dir.display()), e))?;
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| crate::Error::io(format!("cannot open {}", path.display()), e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(crate::Error::Invalid(format!(
+            "another search is running in {}; let it finish (or stop it) and then resume, or use another --out directory",
+            dir.display()
+        ))),
+        Err(TryLockError::Error(e)) => Err(crate::Error::io(format!("cannot lock {}", path.display()), e)),
+    }
+}
+
 /// Reads the `settings.json` of the search recorded in `dir`.
 fn stored_settings(dir: &Path) -> crate::Result<Settings> {
     let path = dir.join("settings.json");
@@ -254,14 +291,18 @@ fn stored_settings(dir: &Path) -> crate::Result<Settings> {
 }
 
 /// Checks, without evaluating anything, that `cfg` may continue the search recorded in
-/// `cfg.out_dir`. It is the check [`run_search`] makes before it resumes.
+/// `cfg.out_dir`. It makes the checks [`run_search`] makes before it resumes: the settings,
+/// the metric names, the stored settings and every journal line.
 pub fn check_resumable(space: &dyn SearchSpace, evaluator: &dyn Evaluator, cfg: &SearchConfig) -> crate::Result<()> {
     let Some(dir) = &cfg.out_dir else {
         return Err(crate::Error::Invalid("a resumed search needs an output directory".into()));
     };
+    cfg.validate()?;
+    check_metric_names(evaluator, &Problem::new(&cfg.objectives, &cfg.constraints))?;
     let settings =
         Settings::new(space, evaluator.name(), &cfg.objectives, &cfg.constraints, cfg.strategy.name(), cfg.seed);
-    settings.check_resume(&stored_settings(dir)?, dir)
+    settings.check_resume(&stored_settings(dir)?, dir)?;
+    journal::load_history(dir, space).map(|_| ())
 }
 
 /// Creates or checks the output directory and returns the journal's records.
@@ -350,9 +391,9 @@ fn evaluate_in_order(
                 }
                 // A candidate that breaks a constraint on its parameter count is recorded as
                 // infeasible without running the evaluator.
-                let outcome = problem
-                    .known_violation(&candidates[i])
-                    .unwrap_or_else(|| evaluate_guarded(&**evaluator, (first_trial + i) as u64, &candidates[i]));
+                let outcome = problem.known_violation(&candidates[i]).unwrap_or_else(|| {
+                    checked_outcome(problem, evaluate_guarded(&**evaluator, (first_trial + i) as u64, &candidates[i]))
+                });
                 if sender.send((i, outcome)).is_err() {
                     break;
                 }
@@ -375,6 +416,35 @@ fn evaluate_in_order(
         }
     });
     delivered
+}
+
+/// Drops non-finite metrics from an outcome, and turns an ok outcome that lacks a finite
+/// value of an objective or constraint into a failed one. Every evaluator gets the same
+/// treatment, so no NaN reaches the journal, the surrogate or the front.
+fn checked_outcome(problem: &Problem, mut outcome: EvalOutcome) -> EvalOutcome {
+    let mut dropped: Vec<String> = Vec::new();
+    outcome.metrics.retain(|name, value| {
+        let keep = value.is_finite();
+        if !keep {
+            dropped.push(format!("{name} = {value}"));
+        }
+        keep
+    });
+    if outcome.status != Status::Ok {
+        return outcome;
+    }
+    let missing: Vec<&str> =
+        problem.targets.iter().filter(|t| !outcome.metrics.contains_key(*t)).map(String::as_str).collect();
+    if missing.is_empty() {
+        if !dropped.is_empty() {
+            log::debug!("dropped non-finite metrics {}", dropped.join(", "));
+        }
+        return outcome;
+    }
+    let detail = if dropped.is_empty() { String::new() } else { format!(" (non-finite: {})", dropped.join(", ")) };
+    outcome.status = Status::Failed;
+    outcome.error = Some(format!("the result has no finite value of {}{detail}", missing.join(", ")));
+    outcome
 }
 
 /// Runs one evaluation, turning a panic inside the evaluator into a failed outcome.

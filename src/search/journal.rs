@@ -36,7 +36,8 @@ struct Line {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     row: Option<serde_json::Map<String, serde_json::Value>>,
     choices: Vec<u32>,
-    metrics: BTreeMap<String, f64>,
+    /// Finite metric values; `null` from an older build is read as a missing metric.
+    metrics: BTreeMap<String, Option<f64>>,
     status: Status,
     elapsed_s: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -68,7 +69,7 @@ fn to_line(record: &EvalRecord) -> Line {
         arch,
         row,
         choices: record.choices.clone(),
-        metrics: record.outcome.metrics.clone(),
+        metrics: record.outcome.metrics.iter().filter(|(_, v)| v.is_finite()).map(|(k, &v)| (k.clone(), Some(v))).collect(),
         status: record.outcome.status,
         elapsed_s: record.outcome.elapsed_s,
         error: record.outcome.error.clone(),
@@ -108,9 +109,11 @@ impl Journal {
 /// Reads `dir/history.jsonl` back into records for `space`.
 ///
 /// A last line that does not parse (a write cut short by a crash or SIGKILL) is dropped with
-/// a warning and removed from the file, so later appends start on a clean line. Any other
-/// unreadable line, a gap in the `eval` numbering, or a choice sequence that is not a
-/// complete candidate of `space` is an error naming the line number.
+/// a warning and removed from the file, so later appends start on a clean line. A gap in the
+/// `eval` numbering (a line deleted by hand) is closed with a warning, and the records are
+/// numbered in file order. Any other unreadable line, an `eval` number that repeats or goes
+/// back, or a choice sequence that is not a complete candidate of `space` is an error naming
+/// the line number.
 pub fn load_history(dir: &Path, space: &dyn SearchSpace) -> crate::Result<Vec<EvalRecord>> {
     let path = dir.join("history.jsonl");
     if !path.exists() {
@@ -121,6 +124,7 @@ pub fn load_history(dir: &Path, space: &dyn SearchSpace) -> crate::Result<Vec<Ev
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
     let mut records = Vec::with_capacity(lines.len());
     let mut kept_bytes = 0usize;
+    let mut renumbered = false;
     for (i, raw) in lines.iter().enumerate() {
         let number = i + 1;
         let content = raw.trim_end_matches(['\n', '\r']);
@@ -128,7 +132,7 @@ pub fn load_history(dir: &Path, space: &dyn SearchSpace) -> crate::Result<Vec<Ev
             kept_bytes += raw.len();
             continue;
         }
-        let line: Line = match serde_json::from_str(content) {
+        let mut line: Line = match serde_json::from_str(content) {
             Ok(line) => line,
             Err(e) if i + 1 == lines.len() => {
                 log::warn!(
@@ -145,9 +149,21 @@ pub fn load_history(dir: &Path, space: &dyn SearchSpace) -> crate::Result<Vec<Ev
                 )));
             }
         };
+        if line.eval > records.len() {
+            if !renumbered {
+                log::warn!(
+                    "{} line {number} has eval {} where {} was expected, as after a deleted line; the records from there on are numbered in file order",
+                    path.display(),
+                    line.eval,
+                    records.len()
+                );
+                renumbered = true;
+            }
+            line.eval = records.len();
+        }
         if line.eval != records.len() {
             return Err(crate::Error::Invalid(format!(
-                "{} line {number} has eval {} but {} was expected; the journal is out of order",
+                "{} line {number} has eval {} but {} was expected; the journal is out of order, as when two searches wrote to it at once. Keep each eval number once, in order, then resume",
                 path.display(),
                 line.eval,
                 records.len()
@@ -163,7 +179,8 @@ pub fn load_history(dir: &Path, space: &dyn SearchSpace) -> crate::Result<Vec<Ev
         })?;
         let outcome = EvalOutcome {
             status: line.status,
-            metrics: line.metrics,
+            // Older builds wrote a NaN metric as null; such a value is left out.
+            metrics: line.metrics.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect(),
             error: line.error,
             elapsed_s: line.elapsed_s,
         };
@@ -214,6 +231,10 @@ pub struct Settings {
     pub constraints: Vec<String>,
     pub strategy: String,
     pub seed: u64,
+    /// Names of the space's features in order, which change when its decisions or their
+    /// order change. Empty in directories written by older builds, where it is not checked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
 }
 
 impl Settings {
@@ -234,6 +255,17 @@ impl Settings {
         if stored.space_size != self.space_size {
             let size = |s: &Settings| format!("{} of {} architectures", s.space, s.space_size);
             return Err(mismatch("space", size(stored), format!("{} (the space's definition changed)", size(self))));
+        }
+        if !stored.features.is_empty() && stored.features != self.features {
+            let position = stored.features.iter().zip(&self.features).position(|(a, b)| a != b);
+            let difference = match position {
+                Some(i) => format!("input {i} is `{}`, not `{}`", stored.features[i], self.features[i]),
+                None => format!("{} inputs, not {}", stored.features.len(), self.features.len()),
+            };
+            return Err(crate::Error::Invalid(format!(
+                "cannot resume {}: the space's decisions differ from those the search started with ({difference}); give the original --decisions in their original order, or leave them out",
+                dir.display()
+            )));
         }
         if stored.evaluator != self.evaluator {
             return Err(mismatch("evaluator", stored.evaluator.clone(), self.evaluator.clone()));
@@ -274,6 +306,7 @@ impl Settings {
             constraints: constraints.iter().map(|c| c.to_string()).collect(),
             strategy: strategy.to_string(),
             seed,
+            features: space.feature_names(),
         }
     }
 }

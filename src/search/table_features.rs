@@ -30,29 +30,46 @@ pub struct TableFeatures {
 }
 
 impl TableFeatures {
-    /// Reads `columns` of every row of `space`. A column that is missing, not numeric, or
-    /// named among `forbidden` (the objectives and constraints, which are only known after an
-    /// evaluation) is an error.
-    pub fn new(space: &TableSpace, columns: &[String], forbidden: &[String]) -> crate::Result<Self> {
+    /// Reads `columns` of every row of `space`. A column that is missing, not numeric, named
+    /// twice, or among `objectives` (known only after an evaluation) is an error. A column
+    /// among `constraints` is accepted with a warning, because a table may hold a constrained
+    /// property that is known beforehand, such as a parameter count.
+    pub fn new(space: &TableSpace, columns: &[String], objectives: &[String], constraints: &[String]) -> crate::Result<Self> {
         if columns.is_empty() {
             return Err(crate::Error::Invalid("--features needs at least one column name".into()));
         }
         let rows = space.len();
         let mut names = Vec::with_capacity(columns.len());
         let mut by_column: Vec<Vec<f64>> = Vec::with_capacity(columns.len());
-        for name in columns {
-            if forbidden.contains(name) {
+        for (position, raw) in columns.iter().enumerate() {
+            let name = raw.trim();
+            if name.is_empty() {
                 return Err(crate::Error::Invalid(format!(
-                    "--features {name}: `{name}` is an objective or constraint, known only after an evaluation; name columns known beforehand, such as a parameter count"
+                    "--features has an empty column name at position {}; separate names with single commas",
+                    position + 1
                 )));
+            }
+            if columns[..position].iter().any(|c| c.trim() == name) {
+                return Err(crate::Error::Invalid(format!("--features names `{name}` twice; name each column once")));
+            }
+            if objectives.iter().any(|o| o == name) {
+                return Err(crate::Error::Invalid(format!(
+                    "--features {name}: `{name}` is an objective, known only after an evaluation; name columns known beforehand, such as a parameter count"
+                )));
+            }
+            if constraints.iter().any(|c| c == name) {
+                log::warn!("--features {name}: `{name}` is also a constraint; the surrogate reads it as known before evaluation");
             }
             let column = read_column(space, name)?;
             let (min, max) = column.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+            if min == max {
+                log::warn!("--features {name}: every row has the value {min}, so the column tells the surrogate nothing");
+            }
             if min > 0.0 && max / min >= LOG_RATIO {
                 names.push(format!("log({name})"));
                 by_column.push(column.iter().map(|v| v.ln()).collect());
             } else {
-                names.push(name.clone());
+                names.push(name.to_string());
                 by_column.push(column);
             }
         }
@@ -78,7 +95,7 @@ fn read_column(space: &TableSpace, name: &str) -> crate::Result<Vec<f64>> {
             let value = space.row_metrics(row).expect("row index in range")[k];
             if !value.is_finite() {
                 return Err(crate::Error::Invalid(format!(
-                    "--features {name}: row {row} has the value {value}; fill in a finite number in every row or leave the column out"
+                    "--features {name}: table row {row} (counting from 0 over distinct candidates) has the value {value}; fill in a finite number in every row or leave the column out"
                 )));
             }
             column.push(value);
@@ -105,7 +122,7 @@ fn read_column(space: &TableSpace, name: &str) -> crate::Result<Vec<f64>> {
                 "false" => 0.0,
                 other => other.parse::<f64>().ok().filter(|v| v.is_finite()).ok_or_else(|| {
                     crate::Error::Invalid(format!(
-                        "--features {name}: row {row} has the value `{other}`, which is not a number or true/false"
+                        "--features {name}: table row {row} (counting from 0 over distinct candidates) has the value `{other}`, which is not a number or true/false"
                     ))
                 })?,
             };
@@ -155,7 +172,7 @@ mod tests {
     #[test]
     fn columns_read_per_row() {
         let space = space();
-        let features = TableFeatures::new(&space, &["params".into(), "heads".into(), "bias".into()], &[]).unwrap();
+        let features = TableFeatures::new(&space, &["params".into(), " heads".into(), "bias".into()], &[], &[]).unwrap();
         assert_eq!(features.names(), ["log(params)", "heads", "bias"]);
         for index in 0..space.len() {
             let candidate = space.candidate(space.row_choices(index).unwrap());
@@ -173,14 +190,28 @@ mod tests {
 
     #[test]
     fn objective_column_rejected() {
-        let err = TableFeatures::new(&space(), &["loss".into()], &["loss".into()]).unwrap_err().to_string();
-        assert!(err.contains("objective or constraint"), "{err}");
+        let err = TableFeatures::new(&space(), &["loss".into()], &["loss".into()], &[]).unwrap_err().to_string();
+        assert!(err.contains("is an objective"), "{err}");
     }
 
     #[test]
     fn unknown_column_lists_columns() {
-        let err = TableFeatures::new(&space(), &["depth".into()], &[]).unwrap_err().to_string();
+        let err = TableFeatures::new(&space(), &["depth".into()], &[], &[]).unwrap_err().to_string();
         assert!(err.contains("column not found"), "{err}");
         assert!(err.contains("params"), "{err}");
+    }
+
+    #[test]
+    fn constraint_column_accepted() {
+        let features = TableFeatures::new(&space(), &["params".into()], &[], &["params".into()]).unwrap();
+        assert_eq!(features.names(), ["log(params)"]);
+    }
+
+    #[test]
+    fn empty_and_repeated_names_rejected() {
+        let err = TableFeatures::new(&space(), &["params".into(), "".into()], &[], &[]).unwrap_err().to_string();
+        assert!(err.contains("empty column name at position 2"), "{err}");
+        let err = TableFeatures::new(&space(), &["params".into(), "params".into()], &[], &[]).unwrap_err().to_string();
+        assert!(err.contains("twice"), "{err}");
     }
 }
