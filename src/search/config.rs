@@ -182,13 +182,13 @@ impl SearchConfig {
             }
         }
         if self.evals == 0 {
-            return invalid("evals must be at least 1".into());
+            return invalid("the budget (--evals 0) must be at least 1 evaluation".into());
         }
-        if self.batch == 0 || self.q == 0 || self.workers == 0 {
-            return invalid(format!(
-                "batch ({}), q ({}) and workers ({}) must each be at least 1",
-                self.batch, self.q, self.workers
-            ));
+        // Named as the command line names them: --batch, --workers; q has no option there.
+        for (name, value) in [("--batch", self.batch), ("--workers", self.workers), ("q (evaluations per round)", self.q)] {
+            if value == 0 {
+                return invalid(format!("{name} (0) must be at least 1"));
+            }
         }
         if !(self.exploration >= 0.0 && self.exploration.is_finite()) {
             return invalid(format!("exploration ({}) must be a finite number >= 0", self.exploration));
