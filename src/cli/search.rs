@@ -254,6 +254,10 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
         },
         ..SearchConfig::default()
     };
+    let mut feedback = match &args.table {
+        Some(path) => Some(cost_feedback(args, path, &*evaluator)?),
+        None => None,
+    };
     if resume {
         // Checked before anything is stored, so a rejected resume leaves command.json as it was.
         crate::search::check_resumable(&*space, &*evaluator, &cfg)?;
@@ -283,10 +287,6 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
         out_dir.display()
     );
 
-    let mut feedback = match &args.table {
-        Some(path) => Some(cost_feedback(args, path, &*evaluator)?),
-        None => None,
-    };
     let report = match (feedback.as_mut(), table_features.as_mut()) {
         (Some(hooks), _) => crate::search::run_search(space, evaluator, &cfg, hooks)?,
         (None, Some(hooks)) => crate::search::run_search(space, evaluator, &cfg, hooks)?,
