@@ -473,13 +473,16 @@ fn table_search_with_features() {
         alphanas()
             .current_dir(dir.path())
             .args(["search", "--space-table", "rows.csv", "--decisions", "a,b", "--objective", "min:x", "--objective", "min:y"])
-            .args(["--features", features, "--surrogate", "ridge", "--evals", "10", "-q", "--out", out])
+            .args(["--features", features, "--surrogate", "ridge", "--evals", "14", "-q", "--out", out])
             .output()
             .unwrap()
     };
     let ok = search("size,a", "run");
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
-    assert_eq!(history_lines(&dir.path().join("run")).len(), 10);
+    assert_eq!(history_lines(&dir.path().join("run")).len(), 14);
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("run/summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["surrogate_features"], serde_json::json!(["log(size)", "a"]));
 
     let leak = search("x", "leak");
     assert!(!leak.status.success());

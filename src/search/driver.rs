@@ -60,8 +60,8 @@ pub(crate) trait Proposer {
         Counters::default()
     }
 
-    /// Name of the surrogate, when the strategy uses one.
-    fn surrogate_name(&self) -> Option<String> {
+    /// Name of the surrogate and the names of its input features, when the strategy uses one.
+    fn surrogate_inputs(&self) -> Option<(String, Vec<String>)> {
         None
     }
 }
@@ -221,7 +221,7 @@ pub fn run_search(
         exhausted,
     )?;
     if let Some(dir) = &cfg.out_dir {
-        outputs::write_outputs(dir, &settings, &problem, &report, proposer.surrogate_name(), elapsed, hooks.summary())?;
+        outputs::write_outputs(dir, &settings, &problem, &report, proposer.surrogate_inputs(), elapsed, hooks.summary())?;
     }
     log::info!(
         "search finished: {} evaluations ({} new), {} on the front, {} simulations",

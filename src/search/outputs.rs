@@ -158,7 +158,7 @@ pub(crate) fn write_outputs(
     settings: &Settings,
     problem: &Problem,
     report: &SearchReport,
-    surrogate: Option<String>,
+    surrogate: Option<(String, Vec<String>)>,
     elapsed_s: f64,
     extra: Option<(String, serde_json::Value)>,
 ) -> crate::Result<()> {
@@ -210,7 +210,8 @@ pub(crate) fn write_outputs(
         "stopped": report.stopped,
         "exhausted": report.exhausted,
         "elapsed_s": elapsed_s,
-        "surrogate": surrogate,
+        "surrogate": surrogate.as_ref().map(|(name, _)| name),
+        "surrogate_features": surrogate.as_ref().map(|(_, features)| features),
         "simulations": report.simulations,
         "simulations_per_s": report.simulations_per_s,
         "leaf_batches": report.leaf_batches,

@@ -23,6 +23,8 @@ pub(crate) struct MctsProposer {
     surrogate_kind: SurrogateKind,
     scoring_gpu: Option<std::sync::Arc<crate::device::GpuContext>>,
     surrogate: Option<Box<dyn Surrogate>>,
+    /// Input features of the surrogate, set when it is created.
+    feature_names: Vec<String>,
     priors: PriorTable,
     counters: Counters,
 }
@@ -38,6 +40,7 @@ impl MctsProposer {
             surrogate_kind: cfg.surrogate.clone(),
             scoring_gpu: cfg.scoring_gpu.clone(),
             surrogate: None,
+            feature_names: Vec::new(),
             priors: PriorTable::default(),
             counters: Counters::default(),
         }
@@ -125,6 +128,7 @@ impl Proposer for MctsProposer {
                 }
             };
             log::info!("surrogate: {} over {} features and {} targets", surrogate.name(), names.len(), ctx.problem.targets.len());
+            self.feature_names = names;
             self.surrogate = Some(surrogate);
         }
         let surrogate = self.surrogate.as_mut().expect("surrogate was just created");
@@ -182,8 +186,8 @@ impl Proposer for MctsProposer {
         self.counters
     }
 
-    fn surrogate_name(&self) -> Option<String> {
-        self.surrogate.as_ref().map(|s| s.name().to_string())
+    fn surrogate_inputs(&self) -> Option<(String, Vec<String>)> {
+        self.surrogate.as_ref().map(|s| (s.name().to_string(), self.feature_names.clone()))
     }
 }
 
