@@ -5,8 +5,12 @@
 //! first run, then every resume. A resume rebuilds the options layer by layer. It starts
 //! from the first run's options, and each later run overrides only the options it gave on
 //! its own command line (or through an environment variable). `--out` and `--resume` are
-//! never carried over. Relative paths of the first run's `--space`, `--space-table` and
-//! `--table` are read from that run's directory.
+//! never carried over. Relative paths given in a run (`--space` naming a file,
+//! `--space-table`, `--table`) are read from that run's directory.
+//!
+//! NOTE: environment variables (`ALPHANAS_BACKEND`, `ALPHANAS_THREADS`) are those of the
+//! current process, because clap reads them again when it parses a stored command line. The
+//! values a run had in its environment are not stored.
 
 use super::search::Args;
 use super::{Cli, Command, Global};
