@@ -638,10 +638,13 @@ fn second_search_in_same_folder_refused() {
     let mut child = alphanas().args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     wait_for_lines(&mut child, &out, 1, Duration::from_secs(120));
 
+    let runs = stored_runs(&out).len();
     let second = alphanas().args(["search", "-q", "--resume"]).arg(&out).output().unwrap();
+    let after = stored_runs(&out).len();
     let _ = child.kill();
     let _ = child.wait();
     assert!(!second.status.success());
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(stderr.contains("another search is running"), "{stderr}");
+    assert_eq!(after, runs, "the refused resume was stored");
 }

@@ -292,13 +292,15 @@ fn stored_settings(dir: &Path) -> crate::Result<Settings> {
 
 /// Checks, without evaluating anything, that `cfg` may continue the search recorded in
 /// `cfg.out_dir`. It makes the checks [`run_search`] makes before it resumes: the settings,
-/// the metric names, the stored settings and every journal line.
+/// the metric names, that no other search holds the directory, the stored settings and every
+/// journal line.
 pub fn check_resumable(space: &dyn SearchSpace, evaluator: &dyn Evaluator, cfg: &SearchConfig) -> crate::Result<()> {
     let Some(dir) = &cfg.out_dir else {
         return Err(crate::Error::Invalid("a resumed search needs an output directory".into()));
     };
     cfg.validate()?;
     check_metric_names(evaluator, &Problem::new(&cfg.objectives, &cfg.constraints))?;
+    drop(lock_out_dir(dir, true)?);
     let settings =
         Settings::new(space, evaluator.name(), &cfg.objectives, &cfg.constraints, cfg.strategy.name(), cfg.seed);
     settings.check_resume(&stored_settings(dir)?, dir)?;
