@@ -12,7 +12,7 @@
 //! ```
 //! Options: `--seeds N`, `--strategies mcts,random,evolution,local`, `--budget N` (MCTS,
 //! evolution and local), `--random-budget N`, `--no-extra-features` (MCTS without the analytic
-//! size features), `--sizes-only` (the surrogate sees the size features, depth and bias, not
+//! size features), `--sizes-only` (the surrogate reads the size features, depth and bias, not
 //! the decision columns), `--surrogate ridge|mlp|oracle` (ridge by default; `oracle` returns
 //! the true metrics, an upper bound), `--initial N` (random evaluations before the first
 //! surrogate-guided round, 10 by default; MCTS only), `--q N` (evaluations per round, 2),
@@ -115,7 +115,7 @@ fn parse_options() -> Result<Options, String> {
 /// of the total number of heads, and the log of the width. The count follows from the
 /// benchmark's model: head size 64 and a three-matrix MLP of hidden size ratio × width.
 struct SizeFeatures {
-    /// The surrogate sees only these features (with the depth and bias), not the table's
+    /// The surrogate reads only these features (with the depth and bias), not the table's
     /// decision columns.
     alone: bool,
 }
