@@ -465,17 +465,28 @@ fn write_rows(dir: &Path) {
     std::fs::write(dir.join("rows.csv"), table).unwrap();
 }
 
+/// Runs `alphanas search` in `dir` on `rows.csv` with two objectives and `extra` options.
+fn table_search(dir: &Path, extra: &[&str]) -> std::process::Output {
+    alphanas()
+        .current_dir(dir)
+        .args(["search", "--space-table", "rows.csv", "--decisions", "a,b", "--objective", "min:x", "--objective", "min:y"])
+        .args(["-q"])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// Runs `alphanas search -q --resume OUT` in `cwd` with `extra` options.
+fn resume_in(cwd: &Path, out: &str, extra: &[&str]) -> std::process::Output {
+    alphanas().current_dir(cwd).args(["search", "-q", "--resume", out]).args(extra).output().unwrap()
+}
+
 #[test]
 fn table_search_with_features() {
     let dir = tempfile::tempdir().unwrap();
     write_rows(dir.path());
     let search = |features: &str, out: &str| {
-        alphanas()
-            .current_dir(dir.path())
-            .args(["search", "--space-table", "rows.csv", "--decisions", "a,b", "--objective", "min:x", "--objective", "min:y"])
-            .args(["--features", features, "--surrogate", "ridge", "--evals", "14", "-q", "--out", out])
-            .output()
-            .unwrap()
+        table_search(dir.path(), &["--features", features, "--surrogate", "ridge", "--evals", "14", "--out", out])
     };
     let ok = search("size,a", "run");
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
@@ -499,12 +510,7 @@ fn table_search_with_features() {
 fn resume_reads_relative_paths_from_first_directory() {
     let dir = tempfile::tempdir().unwrap();
     write_rows(dir.path());
-    let first = alphanas()
-        .current_dir(dir.path())
-        .args(["search", "--space-table", "rows.csv", "--decisions", "a,b", "--objective", "min:x", "--objective", "min:y"])
-        .args(["--evals", "5", "-q", "--out", "run"])
-        .output()
-        .unwrap();
+    let first = table_search(dir.path(), &["--evals", "5", "--out", "run"]);
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
 
     let out = dir.path().join("run");
@@ -519,17 +525,6 @@ fn resume_reads_relative_paths_from_first_directory() {
     assert_eq!(history_lines(&out).len(), 9);
 }
 
-/// Runs `alphanas search` in `dir` on `rows.csv` with two objectives and `extra` options.
-fn table_search(dir: &Path, extra: &[&str]) -> std::process::Output {
-    alphanas()
-        .current_dir(dir)
-        .args(["search", "--space-table", "rows.csv", "--decisions", "a,b", "--objective", "min:x", "--objective", "min:y"])
-        .args(["-q"])
-        .args(extra)
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn resume_rejects_invalid_run_unchanged() {
     let dir = tempfile::tempdir().unwrap();
@@ -540,20 +535,16 @@ fn resume_rejects_invalid_run_unchanged() {
 
     // Options that the search rejects do not enter command.json, so a bare resume still works.
     for bad in [&["--evals", "0"][..], &["--workers", "0"], &["--decisions", "b,a"]] {
-        let rejected = alphanas().current_dir(dir.path()).args(["search", "-q", "--resume", "run"]).args(bad).output().unwrap();
+        let rejected = resume_in(dir.path(), "run", bad);
         assert!(!rejected.status.success(), "{bad:?} was accepted");
         assert_eq!(stored_runs(&out).len(), 1, "{bad:?} was stored");
     }
-    let reordered = alphanas().current_dir(dir.path()).args(["search", "-q", "--resume", "run", "--decisions", "b,a"]).output().unwrap();
+    let reordered = resume_in(dir.path(), "run", &["--decisions", "b,a"]);
     let stderr = String::from_utf8_lossy(&reordered.stderr);
     assert!(stderr.contains("--decisions"), "{stderr}");
 
     // Table options given with --resume need no other table option.
-    let features = alphanas()
-        .current_dir(dir.path())
-        .args(["search", "-q", "--resume", "run", "--evals", "8", "--features", "size", "--surrogate", "ridge"])
-        .output()
-        .unwrap();
+    let features = resume_in(dir.path(), "run", &["--evals", "8", "--features", "size", "--surrogate", "ridge"]);
     assert!(features.status.success(), "{}", String::from_utf8_lossy(&features.stderr));
     assert_eq!(history_lines(&out).len(), 8);
 }
@@ -568,13 +559,9 @@ fn resume_anchors_later_relative_paths() {
     // The second run names the table again from a subfolder, by a different relative path.
     let sub = dir.path().join("sub");
     std::fs::create_dir(&sub).unwrap();
-    let second = alphanas()
-        .current_dir(&sub)
-        .args(["search", "-q", "--resume", "../run", "--evals", "5", "--space-table", "../rows.csv"])
-        .output()
-        .unwrap();
+    let second = resume_in(&sub, "../run", &["--evals", "5", "--space-table", "../rows.csv"]);
     assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
-    let third = alphanas().current_dir(dir.path()).args(["search", "-q", "--resume", "run", "--evals", "7"]).output().unwrap();
+    let third = resume_in(dir.path(), "run", &["--evals", "7"]);
     assert!(third.status.success(), "{}", String::from_utf8_lossy(&third.stderr));
     assert_eq!(history_lines(&dir.path().join("run")).len(), 7);
 }
@@ -597,7 +584,7 @@ fn resume_without_command_file() {
     let full = table_search(dir.path(), &["--evals", "5", "--resume", "run"]);
     assert!(full.status.success(), "{}", String::from_utf8_lossy(&full.stderr));
     assert_eq!(stored_runs(&out).len(), 1);
-    let bare = alphanas().current_dir(dir.path()).args(["search", "-q", "--resume", "run", "--evals", "7"]).output().unwrap();
+    let bare = resume_in(dir.path(), "run", &["--evals", "7"]);
     assert!(bare.status.success(), "{}", String::from_utf8_lossy(&bare.stderr));
     assert_eq!(history_lines(&out).len(), 7);
 }
@@ -624,7 +611,7 @@ fn table_nan_metric_fails_trial() {
     assert_eq!(failed, 3, "{lines:?}");
     assert!(lines.iter().any(|l| l.contains("no finite value of x")), "{lines:?}");
 
-    let resumed = alphanas().current_dir(dir.path()).args(["search", "-q", "--resume", "run"]).output().unwrap();
+    let resumed = resume_in(dir.path(), "run", &[]);
     assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
 }
 
