@@ -43,11 +43,11 @@ fn timed(run: usize, runs: usize) -> bool {
 }
 
 /// Labels a report as a cold pass when there was no warm-up.
-fn label(what: String, runs: usize) -> String {
+fn label(title: String, runs: usize) -> String {
     if runs == 0 {
-        format!("{what} (one cold pass, no warm-up)")
+        format!("{title} (one cold pass, no warm-up)")
     } else {
-        what
+        title
     }
 }
 
@@ -80,11 +80,11 @@ fn main() -> Result<()> {
 }
 
 /// Prints the median of `samples_ms` and each sample.
-fn report(what: &str, mut samples_ms: Vec<f64>, peak_bytes: u64) {
+fn report(title: &str, mut samples_ms: Vec<f64>, peak_bytes: u64) {
     let each: Vec<String> = samples_ms.iter().map(|ms| format!("{ms:.0}")).collect();
     samples_ms.sort_by(f64::total_cmp);
     println!(
-        "{what}: median {:.0} ms over {} runs (runs: {} ms), peak memory {:.1} MiB",
+        "{title}: median {:.0} ms over {} runs (runs: {} ms), peak memory {:.1} MiB",
         samples_ms[samples_ms.len() / 2],
         samples_ms.len(),
         each.join(", "),

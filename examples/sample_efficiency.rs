@@ -10,15 +10,20 @@
 //! ```text
 //! cargo run --release --example sample_efficiency -- --seeds 20
 //! ```
-//! Options: `--seeds N`, `--strategies mcts,random,evolution,local`, `--budget N` (MCTS,
-//! evolution and local), `--random-budget N`, `--no-extra-features` (MCTS without the analytic
-//! size features), `--sizes-only` (the surrogate reads the size features, depth and bias, not
-//! the decision columns), `--surrogate ridge|mlp|oracle` (ridge by default; `oracle` returns
-//! the true metrics, an upper bound), `--initial N` (random evaluations before the first
-//! surrogate-guided round, 10 by default; MCTS only), `--q N` (evaluations per round, 2),
-//! `--kappa K` (optimism, 0.5), `--simulations N` (tree simulations per round, 2048),
-//! `--exploration C` (PUCT constant, 1), `--skip-constrained`, `--skip-pareto`. Needs the
-//! shared data folder (`ALPHANAS_DATA_DIR`).
+//! Options:
+//! - `--seeds N`, `--strategies mcts,random,evolution,local`, `--budget N` (MCTS, evolution
+//!   and local), `--random-budget N`;
+//! - `--no-extra-features`: MCTS without the analytic size features;
+//! - `--sizes-only`: the surrogate reads the size features, depth and bias, not the decision
+//!   columns;
+//! - `--surrogate ridge|mlp|oracle`: ridge by default. `oracle` returns the true metrics, an
+//!   upper bound;
+//! - `--initial N`: random evaluations before the first surrogate-guided round (10; MCTS only);
+//! - `--q N` (evaluations per round, 2), `--kappa K` (optimism, 0.5), `--simulations N` (tree
+//!   simulations per round, 2048), `--exploration C` (PUCT constant, 1);
+//! - `--skip-constrained`, `--skip-pareto`.
+//!
+//! Needs the shared data folder (`ALPHANAS_DATA_DIR`).
 
 use alphanas::search::{
     run_search, Constraint, Objective, Prediction, SearchConfig, SearchHooks, SearchReport, Strategy, Surrogate,

@@ -260,8 +260,7 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
     };
     if resume {
         // Checked before anything is stored, so a rejected resume leaves command.json as it was.
-        crate::search::check_resumable(&*space, &*evaluator, &cfg)?;
-        let done = crate::search::load_history(&out_dir, &*space)?.len();
+        let done = crate::search::check_resumable(&*space, &*evaluator, &cfg)?;
         if done >= cfg.evals {
             log::warn!(
                 "{} already contains {done} evaluations, the whole budget of {}; raise it with --evals to continue the search",

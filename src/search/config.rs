@@ -248,10 +248,11 @@ pub trait SearchHooks {
     /// [`SearchHooks::extra_feature_names`] lists.
     fn extra_features(&self, _candidate: &Candidate, _out: &mut Vec<f32>) {}
 
-    /// Whether the surrogate also reads the space's own features (its normalised decisions)
-    /// before the extra ones. Return `false` when the extra features describe a candidate
-    /// compactly: a surrogate fitted on a few dozen results learns more from a handful of
-    /// informative features than from every raw decision. Ignored without extra features.
+    /// Returns whether the surrogate also reads the space's own features (its normalised
+    /// decisions) before the extra ones. Return `false` when the extra features describe a
+    /// candidate compactly, because a surrogate fitted on a few dozen results learns more from
+    /// a handful of informative features than from every raw decision. Ignored without extra
+    /// features.
     fn keep_space_features(&self) -> bool {
         true
     }

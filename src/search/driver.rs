@@ -291,10 +291,10 @@ fn stored_settings(dir: &Path) -> crate::Result<Settings> {
 }
 
 /// Checks, without evaluating anything, that `cfg` may continue the search recorded in
-/// `cfg.out_dir`. It makes the checks [`run_search`] makes before it resumes: the settings,
-/// the metric names, that no other search holds the directory, the stored settings and every
-/// journal line.
-pub fn check_resumable(space: &dyn SearchSpace, evaluator: &dyn Evaluator, cfg: &SearchConfig) -> crate::Result<()> {
+/// `cfg.out_dir`, and returns the number of evaluations in its journal. It makes the checks
+/// [`run_search`] makes before it resumes: the settings, the metric names, that no other
+/// search has locked the directory, the stored settings and every journal line.
+pub fn check_resumable(space: &dyn SearchSpace, evaluator: &dyn Evaluator, cfg: &SearchConfig) -> crate::Result<usize> {
     let Some(dir) = &cfg.out_dir else {
         return Err(crate::Error::Invalid("a resumed search needs an output directory".into()));
     };
@@ -304,7 +304,7 @@ pub fn check_resumable(space: &dyn SearchSpace, evaluator: &dyn Evaluator, cfg: 
     let settings =
         Settings::new(space, evaluator.name(), &cfg.objectives, &cfg.constraints, cfg.strategy.name(), cfg.seed);
     settings.check_resume(&stored_settings(dir)?, dir)?;
-    journal::load_history(dir, space).map(|_| ())
+    journal::load_history(dir, space).map(|history| history.len())
 }
 
 /// Creates or checks the output directory and returns the journal's records.
