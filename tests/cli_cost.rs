@@ -80,8 +80,27 @@ fn cpu_profile_continues_predicts_and_validates() {
     let report: serde_json::Value = serde_json::from_str(&check(&output, "validate-cost")).unwrap();
     assert_eq!(report["n"], 3);
     assert!(report["after"]["mape"].as_f64().unwrap().is_finite());
+    // Three rounds by default: each model is measured three times and scored by the median.
+    assert_eq!(report["rounds"], 3);
+    for model in report["models"].as_array().unwrap() {
+        let mut rounds: Vec<f64> = model["round_ms"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert_eq!(rounds.len(), 3, "{model}");
+        rounds.sort_by(f64::total_cmp);
+        assert_eq!(model["measured_ms"].as_f64().unwrap(), rounds[1], "the median of the rounds: {model}");
+    }
+    for mode in ["prefill", "decode"] {
+        let repeat = &report["modes"][mode]["repeatability"];
+        let within = repeat["within_10pct"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&within), "{mode}: {repeat}");
+        assert!(repeat["kendall_tau"].as_f64().unwrap().abs() <= 1.0, "{mode}: {repeat}");
+    }
     let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&table).unwrap()).unwrap();
     assert!(saved["calibration"]["modes"]["decode"]["a"].as_f64().is_some(), "--save must store the fit");
+
+    let output = alphanas("cpu").args(["validate-cost", "--n", "2", "--rounds", "0", "--table"]).arg(&table).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--rounds (0) must be at least 1"), "{stderr}");
 }
 
 #[test]
@@ -96,12 +115,13 @@ fn gpu_profile_and_validate() {
     assert!(value["entries"].as_array().unwrap().len() > 10);
 
     let output = alphanas("gpu")
-        .args(["validate-cost", "--json", "--n", "2", "--calibrate", "2", "--runs", "10", "--table"])
+        .args(["validate-cost", "--json", "--n", "2", "--calibrate", "2", "--runs", "10", "--rounds", "1", "--table"])
         .arg(&table)
         .output()
         .unwrap();
     let report: serde_json::Value = serde_json::from_str(&check(&output, "validate-cost on the GPU")).unwrap();
     assert_eq!(report["n"], 2);
+    assert!(report["modes"]["decode"]["repeatability"].is_null(), "one round has nothing to repeat: {report}");
 
     // A GPU table cannot be validated with the CPU model.
     let output = alphanas("cpu").args(["validate-cost", "--n", "2", "--table"]).arg(&table).output().unwrap();

@@ -5,6 +5,9 @@ use crate::arch::{Architecture, Dtype};
 use crate::cost::predict::Predictor;
 use crate::cost::{CostTable, LinearFit, Mode, Prediction};
 use crate::Error;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -171,6 +174,13 @@ pub struct ValidateArgs {
     #[arg(long, default_value_t = 10)]
     pub runs: usize,
 
+    /// Measure every model this many times, each round over all models in its own shuffled
+    /// order, and score the median of its rounds. Rounds spread each model's measurements over
+    /// the whole run, which removes drift in the machine's speed, and two or more rounds report
+    /// how well the measurements repeat.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+
     /// Store the fitted calibration and its measurements in the table.
     #[arg(long)]
     pub save: bool,
@@ -203,7 +213,10 @@ struct ModelRow {
     params: u64,
     mode: Mode,
     role: &'static str,
+    /// Median of `round_ms`.
     measured_ms: f64,
+    /// Median latency of each round, in round order.
+    round_ms: Vec<f64>,
     raw_ms: f64,
     calibrated_ms: f64,
 }
@@ -213,6 +226,36 @@ struct ModeReport {
     before: Scores,
     after: Scores,
     fit: Option<LinearFit>,
+    /// How well one round's measurements of the test models predict another's (absent with
+    /// one round): the floor that no prediction of a single measurement can beat.
+    repeatability: Option<Repeatability>,
+}
+
+/// Agreement between rounds of measurement of the same models, averaged over every pair of
+/// rounds. `within_10pct` is the share of models whose later round lies within ±10% of the
+/// earlier one; `kendall_tau` ranks the models by each round.
+#[derive(Debug, Clone, Copy, Serialize)]
+struct Repeatability {
+    within_10pct: f64,
+    kendall_tau: f64,
+}
+
+impl Repeatability {
+    fn of(rows: &[&ModelRow]) -> Option<Repeatability> {
+        let rounds = rows.first()?.round_ms.len();
+        let mut pairs = 0.0;
+        let (mut within, mut tau) = (0.0, 0.0);
+        for r in 0..rounds {
+            for s in r + 1..rounds {
+                let first: Vec<f64> = rows.iter().map(|row| row.round_ms[r]).collect();
+                let second: Vec<f64> = rows.iter().map(|row| row.round_ms[s]).collect();
+                within += crate::stats::within(&second, &first, 0.10);
+                tau += crate::stats::kendall_tau(&first, &second);
+                pairs += 1.0;
+            }
+        }
+        (pairs > 0.0).then(|| Repeatability { within_10pct: within / pairs, kendall_tau: tau / pairs })
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -221,6 +264,7 @@ struct ValidateOutput {
     calibration_models: usize,
     batch: u64,
     seq: u64,
+    rounds: usize,
     /// Scores over all validated modes together.
     before: Scores,
     after: Scores,
@@ -236,6 +280,9 @@ pub fn run_validate(args: &ValidateArgs, global: &Global) -> crate::Result<()> {
             "--calibrate ({}) must be at most 20, because validate-cost scores a calibration fitted on as few measured models as a search has early on; raise --n to test on more models",
             args.calibrate
         )));
+    }
+    if args.rounds == 0 {
+        return Err(Error::Invalid("--rounds (0) must be at least 1".into()));
     }
     if args.n < 2 {
         return Err(Error::Invalid(format!("--n ({}) must be at least 2 to rank models", args.n)));
@@ -256,37 +303,50 @@ pub fn run_validate(args: &ValidateArgs, global: &Global) -> crate::Result<()> {
     let bar = if global.json || global.quiet > 0 {
         indicatif::ProgressBar::hidden()
     } else {
-        indicatif::ProgressBar::new((archs.len() * modes.len()) as u64)
+        indicatif::ProgressBar::new((archs.len() * modes.len() * args.rounds) as u64)
     };
     bar.set_style(
-        indicatif::ProgressStyle::with_template("measuring [{bar:30}] {pos}/{len} models, ETA {eta} {msg}")
+        indicatif::ProgressStyle::with_template("measuring [{bar:30}] {pos}/{len} forward passes, ETA {eta} {msg}")
             .expect("the progress template is valid")
             .progress_chars("=> "),
     );
 
-    let mut rows = Vec::new();
+    // One row per mode and architecture, the calibration models of each mode first.
+    let predictor = Predictor::new(&table);
+    let mut rows = Vec::with_capacity(modes.len() * archs.len());
+    for &mode in &modes {
+        for (i, arch) in archs.iter().enumerate() {
+            let raw_ms = predictor.predict(arch, mode, batch, seq)?.raw_ms;
+            let role = if i < fit_archs.len() { "calibration" } else { "test" };
+            let (summary, params) = (arch.summary(), arch.params());
+            let round_ms = Vec::with_capacity(args.rounds);
+            rows.push(ModelRow { arch: arch.clone(), summary, params, mode, role, measured_ms: f64::NAN, round_ms, raw_ms, calibrated_ms: raw_ms });
+        }
+    }
+    for round in 0..args.rounds {
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        if args.rounds > 1 {
+            order.shuffle(&mut StdRng::seed_from_u64(args.seed ^ 0x5851_f42d_4c95_7f2d_u64.wrapping_mul(round as u64 + 1)));
+        }
+        for i in order {
+            let row = &mut rows[i];
+            bar.set_message(format!("round {}/{}, {} {}", round + 1, args.rounds, row.mode, row.summary));
+            let measured = measurer.bench(&row.arch, row.mode, batch as usize, seq as usize, args.warmup, args.runs, args.seed)?;
+            row.round_ms.push(measured.latency_ms);
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    for row in &mut rows {
+        let mut sorted = row.round_ms.clone();
+        sorted.sort_by(f64::total_cmp);
+        row.measured_ms = crate::stats::percentile_sorted(&sorted, 0.5);
+    }
+
     let mut reports = std::collections::BTreeMap::new();
     for &mode in &modes {
-        let predictor = Predictor::new(&table);
-        let measure = |arch: &Architecture, role: &'static str| -> crate::Result<ModelRow> {
-            bar.set_message(format!("{mode} {}", arch.summary()));
-            let raw_ms = predictor.predict(arch, mode, batch, seq)?.raw_ms;
-            let measured = measurer.bench(arch, mode, batch as usize, seq as usize, args.warmup, args.runs, args.seed)?;
-            bar.inc(1);
-            Ok(ModelRow {
-                arch: arch.clone(),
-                summary: arch.summary(),
-                params: arch.params(),
-                mode,
-                role,
-                measured_ms: measured.latency_ms,
-                raw_ms,
-                calibrated_ms: raw_ms,
-            })
-        };
-        let fit_rows = fit_archs.iter().map(|a| measure(a, "calibration")).collect::<crate::Result<Vec<_>>>()?;
-        let mut test_rows = test_archs.iter().map(|a| measure(a, "test")).collect::<crate::Result<Vec<_>>>()?;
-
+        let (fit_rows, mut test_rows): (Vec<&mut ModelRow>, Vec<&mut ModelRow>) =
+            rows.iter_mut().filter(|r| r.mode == mode).partition(|r| r.role == "calibration");
         let fit = LinearFit::fit(
             &fit_rows.iter().map(|r| r.raw_ms).collect::<Vec<_>>(),
             &fit_rows.iter().map(|r| r.measured_ms).collect::<Vec<_>>(),
@@ -297,17 +357,15 @@ pub fn run_validate(args: &ValidateArgs, global: &Global) -> crate::Result<()> {
         let measured: Vec<f64> = test_rows.iter().map(|r| r.measured_ms).collect();
         let before = Scores::of(&test_rows.iter().map(|r| r.raw_ms).collect::<Vec<_>>(), &measured);
         let after = Scores::of(&test_rows.iter().map(|r| r.calibrated_ms).collect::<Vec<_>>(), &measured);
-        reports.insert(mode, ModeReport { before, after, fit });
+        let repeatability = Repeatability::of(&test_rows.iter().map(|r| &**r).collect::<Vec<_>>());
+        reports.insert(mode, ModeReport { before, after, fit, repeatability });
 
         if args.save {
             for r in &fit_rows {
                 table.add_measurement_at(&r.arch, mode, batch, seq, r.measured_ms)?;
             }
         }
-        rows.extend(fit_rows);
-        rows.extend(test_rows);
     }
-    bar.finish_and_clear();
 
     let tests: Vec<&ModelRow> = rows.iter().filter(|r| r.role == "test").collect();
     let measured: Vec<f64> = tests.iter().map(|r| r.measured_ms).collect();
@@ -316,6 +374,7 @@ pub fn run_validate(args: &ValidateArgs, global: &Global) -> crate::Result<()> {
         calibration_models: fit_archs.len(),
         batch,
         seq,
+        rounds: args.rounds,
         before: Scores::of(&tests.iter().map(|r| r.raw_ms).collect::<Vec<_>>(), &measured),
         after: Scores::of(&tests.iter().map(|r| r.calibrated_ms).collect::<Vec<_>>(), &measured),
         modes: reports,
@@ -326,7 +385,6 @@ pub fn run_validate(args: &ValidateArgs, global: &Global) -> crate::Result<()> {
     if args.save && args.calibrate > 0 {
         table.recalibrate()?;
         table.save(&args.table)?;
-
     }
 
     if global.json {
@@ -341,7 +399,7 @@ pub fn run_validate(args: &ValidateArgs, global: &Global) -> crate::Result<()> {
 
 fn print_validation(output: &ValidateOutput, path: &std::path::Path, table: &CostTable) {
     println!(
-        "{} on {} ({}): {} test models, calibration on {} others, batch {}, seq {}, measured in {:.0} s",
+        "{} on {} ({}): {} test models, calibration on {} others, batch {}, seq {}, {} rounds measured in {:.0} s",
         path.display(),
         table.device.name,
         table.device.backend,
@@ -349,6 +407,7 @@ fn print_validation(output: &ValidateOutput, path: &std::path::Path, table: &Cos
         output.calibration_models,
         output.batch,
         output.seq,
+        output.rounds,
         output.measure_s
     );
     println!("{:<8} {:<7} {:>8} {:>12} {:>12}", "mode", "", "MAPE", "within ±10%", "Kendall τ");
@@ -359,6 +418,9 @@ fn print_validation(output: &ValidateOutput, path: &std::path::Path, table: &Cos
         if let Some(fit) = &report.fit {
             let sign = if fit.b < 0.0 { '−' } else { '+' };
             println!("         fit: measured ≈ {:.4}·predicted {sign} {:.4} ms on {} models", fit.a, fit.b.abs(), fit.n_models);
+        }
+        if let Some(r) = &report.repeatability {
+            println!("{:<8} {:<7} {:>8} {:>11.1}% {:>12.3}   (one round against another)", "", "repeat", "", 100.0 * r.within_10pct, r.kendall_tau);
         }
     }
 }
