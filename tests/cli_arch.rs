@@ -83,3 +83,29 @@ fn missing_file_is_an_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.starts_with("error: cannot read architecture file /nonexistent/arch.json"), "{stderr}");
 }
+
+/// Reads "N CPU worker threads, P of them pinned" from a `-vv` log.
+fn worker_counts(args: &[&str]) -> (usize, usize) {
+    let out = alphanas(args);
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let log = String::from_utf8_lossy(&out.stderr);
+    let line = log.lines().find(|l| l.contains("CPU worker threads")).unwrap_or_else(|| panic!("no pool line in {log}"));
+    let numbers: Vec<usize> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+    (numbers[0], numbers[1])
+}
+
+#[test]
+fn cpu_workers_pinned_by_default() {
+    let file = write_temp(GPT2_SMALL);
+    let path = file.path().to_str().unwrap();
+    let (threads, pinned) = worker_counts(&["-vv", "--threads", "2", "arch", "metrics", path]);
+    assert_eq!(threads, 2);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cfg!(target_os = "linux") && cpus >= 2 {
+        assert_eq!(pinned, 2, "each worker gets a CPU");
+    }
+
+    let (threads, pinned) = worker_counts(&["-vv", "--threads", "2", "--no-pin", "arch", "metrics", path]);
+    assert_eq!(threads, 2);
+    assert_eq!(pinned, 0, "--no-pin leaves the workers unpinned");
+}

@@ -103,7 +103,7 @@ mod tests {
     use crate::device::BackendChoice;
 
     fn global(backend: BackendChoice) -> Global {
-        Global { backend, json: true, verbose: 0, quiet: 0, threads: None, argv: Vec::new() }
+        Global { backend, json: true, verbose: 0, quiet: 0, threads: None, no_pin: false, argv: Vec::new() }
     }
 
     fn args(path: PathBuf, dtype: ModelDtype) -> ModelArgs {

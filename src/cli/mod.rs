@@ -40,6 +40,11 @@ pub struct Global {
     #[arg(long, global = true, env = "ALPHANAS_THREADS")]
     pub threads: Option<usize>,
 
+    /// Let the OS move CPU worker threads between cores. By default each worker is pinned to its
+    /// own core, which keeps timings steady.
+    #[arg(long, global = true, env = "ALPHANAS_NO_PIN", value_parser = clap::builder::FalseyValueParser::new())]
+    pub no_pin: bool,
+
     /// The process's arguments after the program name, when known. `search` stores them so
     /// that `--resume DIR` alone continues with the same options.
     #[arg(skip)]
@@ -99,10 +104,9 @@ pub fn init(global: &Global) {
     builder.parse_env("RUST_LOG");
     let _ = builder.try_init();
 
-    if let Some(threads) = global.threads {
-        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build_global() {
-            log::warn!("could not set the CPU thread count to {threads}: {e}");
-        }
+    match crate::device::init_cpu_pool(global.threads, !global.no_pin) {
+        Ok(pinned) => log::debug!("{} CPU worker threads, {pinned} of them pinned to one CPU each", rayon::current_num_threads()),
+        Err(e) => log::warn!("could not set up the CPU thread pool ({e}); --threads and thread pinning have no effect"),
     }
 }
 

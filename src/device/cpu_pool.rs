@@ -1,0 +1,101 @@
+//! The CPU thread pool of the command-line tool, with each worker pinned to its own CPU.
+//!
+//! Unpinned, a two-thread pool on the 2-vCPU development machine sometimes ran a 1 ms matmul at
+//! the speed of one thread for a whole block of timed runs: about one in four 9-run blocks of a
+//! `32×2688×768` matmul took twice as long. Pinned, none did. The likely cause is the scheduler
+//! waking both workers on the same CPU. Profiles and whole-model measurements must see the same
+//! speed, so the CLI pins by default (figures in docs/BENCHMARKS.md). Programs that embed the
+//! crate keep their own rayon pool unless they call [`init_cpu_pool`].
+
+/// Builds rayon's global pool with `threads` workers (rayon's default count when `None`, which
+/// honours `RAYON_NUM_THREADS`). With `pin`, worker `i` is bound to the `i`-th CPU this process
+/// may run on, wrapping around when there are more workers than CPUs. Pinning is skipped where
+/// the platform has no thread affinity or the process may use only one CPU. Returns the number
+/// of pinned workers, or an error when the global pool already exists.
+pub fn init_cpu_pool(threads: Option<usize>, pin: bool) -> Result<usize, rayon::ThreadPoolBuildError> {
+    let mut builder = rayon::ThreadPoolBuilder::new();
+    if let Some(threads) = threads {
+        builder = builder.num_threads(threads.max(1));
+    }
+    let cpus = if pin { allowed_cpus() } else { Vec::new() };
+    if cpus.len() < 2 {
+        builder.build_global()?;
+        return Ok(0);
+    }
+    let pinned = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = pinned.clone();
+    builder = builder.start_handler(move |index| {
+        if pin_current_thread(cpus[index % cpus.len()]) {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    builder.build_global()?;
+    // Workers start asynchronously, so run one task on each before reading the count.
+    rayon::broadcast(|_| ());
+    Ok(pinned.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// Lists the CPUs the calling thread may run on, in ascending order.
+#[cfg(target_os = "linux")]
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: `set` is a plain bit set that sched_getaffinity fills; its size is passed along.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize).filter(|&cpu| libc::CPU_ISSET(cpu, &set)).collect()
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn allowed_cpus() -> Vec<usize> {
+    Vec::new()
+}
+
+/// Binds the calling thread to one CPU. Returns false when the kernel rejects it, for example
+/// when a cgroup removed that CPU after the pool was planned.
+#[cfg(target_os = "linux")]
+fn pin_current_thread(cpu: usize) -> bool {
+    // SAFETY: `set` is a plain bit set with one CPU, and pid 0 means the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn pin_current_thread(_cpu: usize) -> bool {
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn allowed_cpus_include_the_current_one() {
+        let cpus = allowed_cpus();
+        assert!(!cpus.is_empty());
+        assert!(cpus.windows(2).all(|w| w[0] < w[1]), "{cpus:?}");
+        // SAFETY: sched_getcpu only reads the calling thread's CPU.
+        let current = unsafe { libc::sched_getcpu() };
+        assert!(cpus.contains(&(current as usize)), "{current} not in {cpus:?}");
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn pinned_thread_runs_on_its_cpu() {
+        let cpu = *allowed_cpus().last().unwrap();
+        let seen = std::thread::spawn(move || {
+            assert!(pin_current_thread(cpu));
+            // SAFETY: sched_getcpu only reads the calling thread's CPU.
+            unsafe { libc::sched_getcpu() as usize }
+        })
+        .join()
+        .unwrap();
+        assert_eq!(seen, cpu);
+    }
+}
