@@ -1,8 +1,8 @@
 //! The CPU thread pool of the command-line tool, with each worker pinned to its own CPU.
 //!
 //! Unpinned, a two-thread pool on the 2-vCPU development machine sometimes ran a 1 ms matmul at
-//! the speed of one thread for a whole block of timed runs: about one in four 9-run blocks of a
-//! `32×2688×768` matmul took twice as long. Pinned, none did. The likely cause is the scheduler
+//! the speed of one thread for a whole block of timed runs: 5 of 30 9-run blocks of 32-row
+//! matmuls took about twice as long. Pinned, none did. The likely cause is the scheduler
 //! waking both workers on the same CPU. Profiles and whole-model measurements must see the same
 //! speed, so the CLI pins by default (figures in docs/BENCHMARKS.md). Programs that embed the
 //! crate keep their own rayon pool unless they call [`init_cpu_pool`].
