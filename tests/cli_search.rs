@@ -635,3 +635,24 @@ fn second_search_in_same_folder_refused() {
     assert!(stderr.contains("another search is running"), "{stderr}");
     assert_eq!(after, runs, "the refused resume was stored");
 }
+
+#[test]
+fn evaluator_processes_are_not_pinned() {
+    // The CLI pins its CPU worker threads, and a child process inherits the affinity of the
+    // thread that starts it. Training commands must still see every CPU the search may use.
+    let nproc = |command: &mut Command| String::from_utf8(command.output().unwrap().stdout).unwrap().trim().parse::<u64>().unwrap();
+    let allowed = nproc(Command::new("nproc").env_remove("OMP_NUM_THREADS"));
+    let dir = tempfile::tempdir().unwrap();
+    let script = write_script(dir.path(), "cpus.sh", "#!/bin/sh\ncat > /dev/null\necho \"{\\\"cost\\\": $(nproc), \\\"size\\\": 1}\"\n");
+    let out = dir.path().join("run");
+    let mut args = command_search_args(&script, 4);
+    args.extend(["--workers".into(), "2".into(), "--out".into(), out.display().to_string()]);
+    let output = alphanas().args(&args).env_remove("OMP_NUM_THREADS").output().unwrap();
+    assert!(output.status.success(), "{:?}: {}", output.status, String::from_utf8_lossy(&output.stderr));
+    let lines = history_lines(&out);
+    assert_eq!(lines.len(), 4);
+    for line in &lines {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(record["metrics"]["cost"].as_f64(), Some(allowed as f64), "{line}");
+    }
+}
