@@ -421,16 +421,19 @@ fn resume_alone_reuses_first_options() {
     let out = dir.path().join("run");
     let first = alphanas()
         .args(["search", "--evaluator", "proxy", "--objective", "min:flops_per_token", "--objective", "max:decoder_params"])
-        .args(["--seed", "5", "--evals", "4", "-q", "--out"])
+        .args(["--seed", "5", "--evals", "4", "--threads", "1", "--no-pin", "-q", "--out"])
         .arg(&out)
         .output()
         .unwrap();
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
     assert_eq!(stored_runs(&out).len(), 1);
 
-    // Only the budget is given again: the evaluator, objectives and seed come from command.json.
-    let resumed = alphanas().args(["search", "--evals", "7", "-q", "--resume"]).arg(&out).output().unwrap();
-    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    // Only the budget is given again: the evaluator, objectives, seed and thread options come
+    // from command.json.
+    let resumed = alphanas().args(["search", "--evals", "7", "-vv", "--resume"]).arg(&out).output().unwrap();
+    let log = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{log}");
+    assert!(log.contains("1 CPU worker threads, 0 of them pinned"), "{log}");
     assert_eq!(history_lines(&out).len(), 7);
     let settings: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("settings.json")).unwrap()).unwrap();

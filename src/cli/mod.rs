@@ -87,6 +87,12 @@ pub enum Command {
 
 /// Sets up logging from `-v`/`-q` (overridden by `RUST_LOG`) and the CPU thread pool.
 pub fn init(global: &Global) {
+    init_logging(global);
+    init_pool(global);
+}
+
+/// Sets up logging from `-v`/`-q`, overridden by `RUST_LOG`.
+fn init_logging(global: &Global) {
     let level = match (global.verbose as i32) - (global.quiet as i32) {
         i32::MIN..=-1 => log::LevelFilter::Error,
         0 => log::LevelFilter::Warn,
@@ -103,7 +109,10 @@ pub fn init(global: &Global) {
     builder.format_timestamp(None).format_target(false);
     builder.parse_env("RUST_LOG");
     let _ = builder.try_init();
+}
 
+/// Builds the CPU thread pool from `--threads` and `--no-pin`. It can be built once per process.
+fn init_pool(global: &Global) {
     match crate::device::init_cpu_pool(global.threads, !global.no_pin) {
         Ok(pinned) => log::debug!("{} CPU worker threads, {pinned} of them pinned to one CPU each", rayon::current_num_threads()),
         Err(e) => log::warn!("could not set up the CPU thread pool ({e}); --threads and thread pinning have no effect"),
@@ -112,7 +121,12 @@ pub fn init(global: &Global) {
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> crate::Result<()> {
-    init(&cli.global);
+    init_logging(&cli.global);
+    // A resumed search takes the thread options of the stored runs, so it builds the pool
+    // itself once it has read them.
+    if !matches!(&cli.command, Command::Search(args) if args.resume.is_some()) {
+        init_pool(&cli.global);
+    }
     let global = &cli.global;
     match &cli.command {
         Command::Devices(args) => devices::run(args, global),

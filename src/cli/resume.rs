@@ -216,6 +216,9 @@ pub fn resolve(args: &Args, global: &Global, dir: &Path) -> crate::Result<(Args,
         if given(&matches, "threads") {
             merged_global.threads = layer_global.threads;
         }
+        if given(&matches, "no_pin") {
+            merged_global.no_pin = layer_global.no_pin;
+        }
     }
 
     // A program named by a relative path (`./train.sh`) is looked up from the current

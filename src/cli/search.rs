@@ -169,7 +169,12 @@ impl EvaluatorKind {
 pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
     // A resume takes the stored options of the runs before it, overridden by those given now.
     let (args, global, stored_command) = match &args.resume {
-        Some(dir) => super::resume::resolve(args, global, dir)?,
+        Some(dir) => {
+            let resolved = super::resume::resolve(args, global, dir);
+            // `cli::run` left the pool to this point, so build it even when resolving failed.
+            super::init_pool(resolved.as_ref().map_or(global, |(_, merged, _)| merged));
+            resolved?
+        }
         None => (args.clone(), global.clone(), None),
     };
     let (args, global) = (&args, &global);
