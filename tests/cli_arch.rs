@@ -8,6 +8,7 @@ fn alphanas(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_alphanas"))
         .args(args)
         .env("ALPHANAS_BACKEND", "cpu")
+        .env_remove("ALPHANAS_NO_PIN")
         .output()
         .expect("the alphanas binary runs")
 }

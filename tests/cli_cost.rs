@@ -25,7 +25,7 @@ mlp_ratio = [2, 3]
 
 fn alphanas(backend: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_alphanas"));
-    command.env("ALPHANAS_BACKEND", backend).env_remove("RUST_LOG");
+    command.env("ALPHANAS_BACKEND", backend).env_remove("RUST_LOG").env_remove("ALPHANAS_NO_PIN");
     command
 }
 
@@ -96,6 +96,16 @@ fn cpu_profile_continues_predicts_and_validates() {
     }
     let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&table).unwrap()).unwrap();
     assert!(saved["calibration"]["modes"]["decode"]["a"].as_f64().is_some(), "--save must store the fit");
+
+    // The table records the CLI's default pinning, and measuring without it is flagged.
+    let multi_cpu = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2;
+    if cfg!(target_os = "linux") && multi_cpu {
+        assert_eq!(saved["device"]["pinned_threads"], true);
+        let output = alphanas("cpu").args(["validate-cost", "--no-pin", "--n", "2", "--calibrate", "0", "--rounds", "1", "--table"]).arg(&table).output().unwrap();
+        check(&output, "validate-cost --no-pin");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("profiled with pinned worker threads, but this run's are unpinned"), "{stderr}");
+    }
 
     let output = alphanas("cpu").args(["validate-cost", "--n", "2", "--rounds", "0", "--table"]).arg(&table).output().unwrap();
     assert!(!output.status.success());

@@ -17,6 +17,7 @@ fn table_for(arch: &Architecture) -> CostTable {
         device_type: "cpu".into(),
         features: vec![],
         threads: Some(1),
+        pinned_threads: None,
     };
     let settings = ProfileSettings {
         space: "test".into(),

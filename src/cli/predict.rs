@@ -445,6 +445,7 @@ impl Measurer {
             if table.device.name != host {
                 log::warn!("{} was profiled on {}, but this machine is {host}; the scores compare two machines", table.path(), table.device.name);
             }
+            warn_if_pinning_differs(table);
             return Ok(Measurer::Cpu);
         }
         if global.backend == BackendChoice::Cpu {
@@ -488,6 +489,26 @@ impl Measurer {
             Measurer::Cpu => crate::model::bench_cpu(arch, mode.into(), batch, seq, warmup, runs, seed),
             Measurer::Gpu(ctx, dtype) => crate::model::gpu::bench_gpu(ctx, arch, mode.into(), batch, seq, *dtype, warmup, runs, seed),
         }
+    }
+}
+
+/// Warns when a CPU table was profiled with thread pinning other than this run's, because
+/// unpinned timings can be up to twice the pinned ones.
+pub(super) fn warn_if_pinning_differs(table: &CostTable) {
+    let now = crate::device::cpu_workers_pinned();
+    let pinning = |pinned: bool| if pinned { "pinned" } else { "unpinned" };
+    match table.device.pinned_threads {
+        Some(then) if then != now => log::warn!(
+            "{} was profiled with {} worker threads, but this run's are {}; timings may not compare, so profile and measure with the same --no-pin setting",
+            table.path(),
+            pinning(then),
+            pinning(now)
+        ),
+        None if now => log::warn!(
+            "{} does not record whether its worker threads were pinned (it predates pinning, so they were not), but this run's are; profile it again, or measure with --no-pin",
+            table.path()
+        ),
+        _ => {}
     }
 }
 

@@ -195,6 +195,9 @@ fn open_or_create(args: &Args, settings: &ProfileSettings, timer: &mut dyn OpTim
                 device.backend
             )));
         }
+        if table.device.backend == "cpu" {
+            super::predict::warn_if_pinning_differs(&table);
+        }
         // The round count may change: more rounds refine the entries already there.
         let differences = settings_differences(&table.settings, settings);
         if !differences.is_empty() {

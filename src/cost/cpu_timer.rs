@@ -87,6 +87,7 @@ impl OpTimer for CpuOpTimer {
             device_type: "cpu".into(),
             features: cpu_features(),
             threads: Some(rayon::current_num_threads()),
+            pinned_threads: Some(crate::device::cpu_workers_pinned()),
         }
     }
 

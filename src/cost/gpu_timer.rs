@@ -228,6 +228,7 @@ impl OpTimer for GpuOpTimer {
             device_type: crate::device::device_type_name(info.device_type).to_string(),
             features,
             threads: None,
+            pinned_threads: None,
         }
     }
 

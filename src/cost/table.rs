@@ -30,6 +30,10 @@ pub struct DeviceInfo {
     /// CPU threads used by the CPU backend (absent for GPUs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threads: Option<usize>,
+    /// Whether each CPU worker thread was pinned to one core (absent for GPUs, and in tables
+    /// written before this field existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned_threads: Option<bool>,
 }
 
 /// Settings the table was profiled with.
@@ -372,6 +376,7 @@ pub(crate) mod tests {
             device_type: "cpu".into(),
             features: vec![],
             threads: Some(1),
+            pinned_threads: Some(false),
         }
     }
 

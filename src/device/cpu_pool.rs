@@ -1,8 +1,8 @@
 //! The CPU thread pool of the command-line tool, with each worker pinned to its own CPU.
 //!
 //! Unpinned, a two-thread pool on the 2-vCPU development machine sometimes ran a 1 ms matmul at
-//! the speed of one thread for a whole block of timed runs: 5 of 30 9-run blocks of 32-row
-//! matmuls took about twice as long. Pinned, none did. The likely cause is the scheduler
+//! the speed of one thread for a whole block of timed runs. In 5 of 30 such 9-run blocks of
+//! 32-row matmuls, the median was about twice the others. Pinned, no block was slow. The likely cause is the scheduler
 //! waking both workers on the same CPU. Profiles and whole-model measurements must see the same
 //! speed, so the CLI pins by default (figures in docs/BENCHMARKS.md). Programs that embed the
 //! crate keep their own rayon pool unless they call [`init_cpu_pool`].
@@ -35,13 +35,30 @@ pub fn init_cpu_pool(threads: Option<usize>, pin: bool) -> Result<usize, rayon::
     Ok(pinned.load(std::sync::atomic::Ordering::Relaxed))
 }
 
+/// Reports whether every worker of rayon's current pool is bound to a single CPU while the process
+/// may use more than one. Always false where the platform has no thread affinity.
+pub fn cpu_workers_pinned() -> bool {
+    // This crate never pins the main thread, whose id is the process id, so its CPUs are the
+    // process's.
+    if affinity_of(std::process::id() as i32).len() < 2 {
+        return false;
+    }
+    rayon::broadcast(|_| affinity_of(0).len() == 1).into_iter().all(|pinned| pinned)
+}
+
 /// Lists the CPUs the calling thread may run on, in ascending order.
-#[cfg(target_os = "linux")]
 fn allowed_cpus() -> Vec<usize> {
+    affinity_of(0)
+}
+
+/// Lists the CPUs that thread `tid` may run on (0 for the calling thread), in ascending order,
+/// or nothing where that cannot be read.
+#[cfg(target_os = "linux")]
+fn affinity_of(tid: i32) -> Vec<usize> {
     // SAFETY: `set` is a plain bit set that sched_getaffinity fills; its size is passed along.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+        if libc::sched_getaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
             return Vec::new();
         }
         (0..libc::CPU_SETSIZE as usize).filter(|&cpu| libc::CPU_ISSET(cpu, &set)).collect()
@@ -49,7 +66,7 @@ fn allowed_cpus() -> Vec<usize> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn allowed_cpus() -> Vec<usize> {
+fn affinity_of(_tid: i32) -> Vec<usize> {
     Vec::new()
 }
 
@@ -83,6 +100,12 @@ mod tests {
         // SAFETY: sched_getcpu only reads the calling thread's CPU.
         let current = unsafe { libc::sched_getcpu() };
         assert!(cpus.contains(&(current as usize)), "{current} not in {cpus:?}");
+    }
+
+    #[test]
+    fn private_pool_is_not_pinned() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        assert!(!pool.install(cpu_workers_pinned));
     }
 
     #[test]

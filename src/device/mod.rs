@@ -21,7 +21,7 @@ pub mod timing;
 mod gpu_tests;
 
 pub use adapter::{list_adapters, AdapterSummary, LimitSummary};
-pub use cpu_pool::init_cpu_pool;
+pub use cpu_pool::{cpu_workers_pinned, init_cpu_pool};
 pub(crate) use adapter::device_type_name;
 pub use pipeline::{specialize_wgsl, Access, Kernel, KernelSpec, ELEMENT_ALIAS_LINE};
 pub use recorder::{fold_grid, Bind, Recorder};
