@@ -85,14 +85,22 @@ fn missing_file_is_an_error() {
     assert!(stderr.starts_with("error: cannot read architecture file /nonexistent/arch.json"), "{stderr}");
 }
 
-/// Reads "N CPU worker threads, P of them pinned" from a `-vv` log.
+/// Reads the thread count and the pinned count from the pool line of a `-vv` log
+/// ("2 CPU worker threads, 2 of them pinned ..." or "3 CPU worker threads, not pinned because ...").
 fn worker_counts(args: &[&str]) -> (usize, usize) {
     let out = alphanas(args);
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     let log = String::from_utf8_lossy(&out.stderr);
-    let line = log.lines().find(|l| l.contains("CPU worker threads")).unwrap_or_else(|| panic!("no pool line in {log}"));
+    let line = log.lines().find(|l| l.contains("CPU worker thread")).unwrap_or_else(|| panic!("no pool line in {log}"));
     let numbers: Vec<usize> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
-    (numbers[0], numbers[1])
+    let pinned = if line.contains("not pinned because") { 0 } else { numbers[1] };
+    (numbers[0], pinned)
+}
+
+/// Counts the CPUs this process may run on.
+fn allowed_cpus() -> usize {
+    let output = std::process::Command::new("nproc").env_remove("OMP_NUM_THREADS").output().unwrap();
+    String::from_utf8(output.stdout).unwrap().trim().parse().unwrap()
 }
 
 #[test]
@@ -101,12 +109,42 @@ fn cpu_workers_pinned_by_default() {
     let path = file.path().to_str().unwrap();
     let (threads, pinned) = worker_counts(&["-vv", "--threads", "2", "arch", "metrics", path]);
     assert_eq!(threads, 2);
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cfg!(target_os = "linux") && cpus >= 2 {
+    if cfg!(target_os = "linux") && allowed_cpus() >= 2 {
         assert_eq!(pinned, 2, "each worker gets a CPU");
     }
 
     let (threads, pinned) = worker_counts(&["-vv", "--threads", "2", "--no-pin", "arch", "metrics", path]);
     assert_eq!(threads, 2);
     assert_eq!(pinned, 0, "--no-pin leaves the workers unpinned");
+}
+
+#[test]
+fn more_threads_than_cpus_stay_unpinned() {
+    let file = write_temp(GPT2_SMALL);
+    let path = file.path().to_str().unwrap();
+    let threads = allowed_cpus() + 1;
+    let out = alphanas(&["-vv", "--threads", &threads.to_string(), "arch", "metrics", path]);
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains(&format!("{threads} CPU worker threads, not pinned because")), "{log}");
+}
+
+#[test]
+fn thread_option_errors() {
+    let file = write_temp(GPT2_SMALL);
+    let path = file.path().to_str().unwrap();
+    let out = alphanas(&["--threads", "0", "arch", "metrics", path]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--threads (0) must be at least 1"), "{stderr}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_alphanas"))
+        .args(["arch", "metrics", path])
+        .env("ALPHANAS_BACKEND", "cpu")
+        .env("ALPHANAS_NO_PIN", "maybe")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("maybe"), "{stderr}");
 }

@@ -107,10 +107,16 @@ fn cpu_profile_continues_predicts_and_validates() {
         assert!(stderr.contains("profiled with pinned worker threads, but this run's are unpinned"), "{stderr}");
     }
 
-    let output = alphanas("cpu").args(["validate-cost", "--n", "2", "--rounds", "0", "--table"]).arg(&table).output().unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("--rounds (0) must be at least 1"), "{stderr}");
+    for (args, expected) in [
+        (&["--rounds", "0"][..], "--rounds (0) must be between 1 and 100"),
+        (&["--rounds", "4294967296"][..], "--rounds (4294967296) must be between 1 and 100"),
+        (&["--calibrate", "0", "--save"][..], "--save stores a calibration, which needs --calibrate 1"),
+    ] {
+        let output = alphanas("cpu").args(["validate-cost", "--n", "2"]).args(args).arg("--table").arg(&table).output().unwrap();
+        assert!(!output.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
 }
 
 #[test]

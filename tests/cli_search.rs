@@ -433,7 +433,7 @@ fn resume_alone_reuses_first_options() {
     let resumed = alphanas().args(["search", "--evals", "7", "-vv", "--resume"]).arg(&out).output().unwrap();
     let log = String::from_utf8_lossy(&resumed.stderr);
     assert!(resumed.status.success(), "{log}");
-    assert!(log.contains("1 CPU worker threads, 0 of them pinned"), "{log}");
+    assert!(log.contains("1 CPU worker thread, 0 of them pinned"), "{log}");
     assert_eq!(history_lines(&out).len(), 7);
     let settings: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("settings.json")).unwrap()).unwrap();

@@ -42,7 +42,7 @@ pub struct Global {
 
     /// Let the OS move CPU worker threads between cores. By default each worker is pinned to its
     /// own core, which keeps timings steady.
-    #[arg(long, global = true, env = "ALPHANAS_NO_PIN", value_parser = clap::builder::FalseyValueParser::new())]
+    #[arg(long, global = true, env = "ALPHANAS_NO_PIN", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_pin: bool,
 
     /// The process's arguments after the program name, when known. `search` stores them so
@@ -114,7 +114,14 @@ fn init_logging(global: &Global) {
 /// Builds the CPU thread pool from `--threads` and `--no-pin`. It can be built once per process.
 fn init_pool(global: &Global) {
     match crate::device::init_cpu_pool(global.threads, !global.no_pin) {
-        Ok(pinned) => log::debug!("{} CPU worker threads, {pinned} of them pinned to one CPU each", rayon::current_num_threads()),
+        Ok((pinned, skipped)) => {
+            let threads = rayon::current_num_threads();
+            let workers = if threads == 1 { "1 CPU worker thread".to_string() } else { format!("{threads} CPU worker threads") };
+            match skipped {
+                Some(reason) => log::debug!("{workers}, not pinned because {reason}"),
+                None => log::debug!("{workers}, {pinned} of them pinned to one CPU each"),
+            }
+        }
         Err(e) => log::warn!("could not set up the CPU thread pool ({e}); --threads and thread pinning have no effect"),
     }
 }
@@ -122,6 +129,9 @@ fn init_pool(global: &Global) {
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> crate::Result<()> {
     init_logging(&cli.global);
+    if cli.global.threads == Some(0) {
+        return Err(crate::Error::Invalid("--threads (0) must be at least 1; leave it out to use every CPU".into()));
+    }
     // A resumed search takes the thread options of the stored runs, so it builds the pool
     // itself once it has read them.
     if !matches!(&cli.command, Command::Search(args) if args.resume.is_some()) {

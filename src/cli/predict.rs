@@ -153,7 +153,8 @@ pub struct ValidateArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
 
-    /// Other measured architectures used to fit the calibration (at most 20).
+    /// Architectures measured to fit the calibration, drawn besides the `--n` test ones (at
+    /// most 20).
     #[arg(long, default_value_t = 20)]
     pub calibrate: usize,
 
@@ -174,10 +175,9 @@ pub struct ValidateArgs {
     #[arg(long, default_value_t = 10)]
     pub runs: usize,
 
-    /// Measure every model this many times, each round over all models in its own shuffled
-    /// order, and score the median of its rounds. Rounds spread each model's measurements over
-    /// the whole run, which removes drift in the machine's speed, and two or more rounds report
-    /// how well the measurements repeat.
+    /// Measure every model this many times (at most 100), each round over all models in its own
+    /// shuffled order, and score the median of its rounds. Rounds spread drift in the machine's
+    /// speed over all models, and two or more rounds report how well the measurements repeat.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
 
@@ -226,14 +226,15 @@ struct ModeReport {
     before: Scores,
     after: Scores,
     fit: Option<LinearFit>,
-    /// How well one round's measurements of the test models predict another's (absent with
-    /// one round): the floor that no prediction of a single measurement can beat.
+    /// Agreement of one round's measurements of the test models with another's (absent with
+    /// one round), which no prediction of a single measurement can beat.
     repeatability: Option<Repeatability>,
 }
 
-/// Agreement between rounds of measurement of the same models, averaged over every pair of
-/// rounds. `within_10pct` is the share of models whose later round lies within ±10% of the
-/// earlier one; `kendall_tau` ranks the models by each round.
+/// Agreement between rounds of measurement of the same models. `within_10pct` is the share of
+/// models whose measurement in one round lies within ±10% of another round's, averaged over
+/// every ordered pair of rounds, so it does not matter which round is the reference.
+/// `kendall_tau` ranks the models by each of two rounds, averaged over every pair.
 #[derive(Debug, Clone, Copy, Serialize)]
 struct Repeatability {
     within_10pct: f64,
@@ -249,7 +250,7 @@ impl Repeatability {
             for s in r + 1..rounds {
                 let first: Vec<f64> = rows.iter().map(|row| row.round_ms[r]).collect();
                 let second: Vec<f64> = rows.iter().map(|row| row.round_ms[s]).collect();
-                within += crate::stats::within(&second, &first, 0.10);
+                within += 0.5 * (crate::stats::within(&second, &first, 0.10) + crate::stats::within(&first, &second, 0.10));
                 tau += crate::stats::kendall_tau(&first, &second);
                 pairs += 1.0;
             }
@@ -273,6 +274,9 @@ struct ValidateOutput {
     models: Vec<ModelRow>,
 }
 
+/// Most rounds `validate-cost` accepts: more only lengthen a run that already spans drift.
+const MAX_ROUNDS: usize = 100;
+
 pub fn run_validate(args: &ValidateArgs, global: &Global) -> crate::Result<()> {
     let mut table = CostTable::load(&args.table)?;
     if args.calibrate > 20 {
@@ -281,8 +285,11 @@ pub fn run_validate(args: &ValidateArgs, global: &Global) -> crate::Result<()> {
             args.calibrate
         )));
     }
-    if args.rounds == 0 {
-        return Err(Error::Invalid("--rounds (0) must be at least 1".into()));
+    if !(1..=MAX_ROUNDS).contains(&args.rounds) {
+        return Err(Error::Invalid(format!("--rounds ({}) must be between 1 and {MAX_ROUNDS}; 3 is the default", args.rounds)));
+    }
+    if args.save && args.calibrate == 0 {
+        return Err(Error::Invalid("--save stores a calibration, which needs --calibrate 1 or more (20 at most)".into()));
     }
     if args.n < 2 {
         return Err(Error::Invalid(format!("--n ({}) must be at least 2 to rank models", args.n)));
@@ -345,14 +352,15 @@ pub fn run_validate(args: &ValidateArgs, global: &Global) -> crate::Result<()> {
 
     let mut reports = std::collections::BTreeMap::new();
     for &mode in &modes {
-        let (fit_rows, mut test_rows): (Vec<&mut ModelRow>, Vec<&mut ModelRow>) =
+        let (mut fit_rows, mut test_rows): (Vec<&mut ModelRow>, Vec<&mut ModelRow>) =
             rows.iter_mut().filter(|r| r.mode == mode).partition(|r| r.role == "calibration");
         let fit = LinearFit::fit(
             &fit_rows.iter().map(|r| r.raw_ms).collect::<Vec<_>>(),
             &fit_rows.iter().map(|r| r.measured_ms).collect::<Vec<_>>(),
         );
         if let Some(fit) = &fit {
-            test_rows.iter_mut().for_each(|r| r.calibrated_ms = fit.apply(r.raw_ms));
+            // The calibration models get their in-sample value too; only the test models are scored.
+            fit_rows.iter_mut().chain(test_rows.iter_mut()).for_each(|r| r.calibrated_ms = fit.apply(r.raw_ms));
         }
         let measured: Vec<f64> = test_rows.iter().map(|r| r.measured_ms).collect();
         let before = Scores::of(&test_rows.iter().map(|r| r.raw_ms).collect::<Vec<_>>(), &measured);
@@ -399,15 +407,15 @@ pub fn run_validate(args: &ValidateArgs, global: &Global) -> crate::Result<()> {
 
 fn print_validation(output: &ValidateOutput, path: &std::path::Path, table: &CostTable) {
     println!(
-        "{} on {} ({}): {} test models, calibration on {} others, batch {}, seq {}, {} rounds measured in {:.0} s",
+        "{} on {} ({}): {} test models, calibration on {}, batch {}, seq {}, {} measured in {:.0} s",
         path.display(),
         table.device.name,
         table.device.backend,
         output.n,
-        output.calibration_models,
+        plural(output.calibration_models, "other model", "other models"),
         output.batch,
         output.seq,
-        output.rounds,
+        plural(output.rounds, "round", "rounds"),
         output.measure_s
     );
     println!("{:<8} {:<7} {:>8} {:>12} {:>12}", "mode", "", "MAPE", "within ±10%", "Kendall τ");
@@ -423,6 +431,11 @@ fn print_validation(output: &ValidateOutput, path: &std::path::Path, table: &Cos
             println!("{:<8} {:<7} {:>8} {:>11.1}% {:>12.3}   (one round against another)", "", "repeat", "", 100.0 * r.within_10pct, r.kendall_tau);
         }
     }
+}
+
+/// Returns "1 round" or "3 rounds".
+fn plural(count: usize, one: &str, many: &str) -> String {
+    format!("{count} {}", if count == 1 { one } else { many })
 }
 
 /// Device on which `validate-cost` measures whole models: the one the table was profiled on.
@@ -445,7 +458,10 @@ impl Measurer {
             if table.device.name != host {
                 log::warn!("{} was profiled on {}, but this machine is {host}; the scores compare two machines", table.path(), table.device.name);
             }
-            warn_if_pinning_differs(table);
+            warn_if_threads_differ(
+                table,
+                "timings may not compare, so profile and validate with the same --threads and --no-pin (pinning also needs as many allowed CPUs as threads)",
+            );
             return Ok(Measurer::Cpu);
         }
         if global.backend == BackendChoice::Cpu {
@@ -492,20 +508,21 @@ impl Measurer {
     }
 }
 
-/// Warns when a CPU table was profiled with thread pinning other than this run's, because
-/// unpinned timings can be up to twice the pinned ones.
-pub(super) fn warn_if_pinning_differs(table: &CostTable) {
+/// Warns when a CPU table was profiled with another thread count or thread pinning than this
+/// run's, because unpinned timings can be up to twice the pinned ones. `fix` says what to do.
+pub(super) fn warn_if_threads_differ(table: &CostTable, fix: &str) {
+    let threads = rayon::current_num_threads();
+    if let Some(then) = table.device.threads.filter(|&then| then != threads) {
+        log::warn!("{} was profiled with {then} CPU threads, but this run has {threads}; {fix}", table.path());
+    }
     let now = crate::device::cpu_workers_pinned();
     let pinning = |pinned: bool| if pinned { "pinned" } else { "unpinned" };
     match table.device.pinned_threads {
-        Some(then) if then != now => log::warn!(
-            "{} was profiled with {} worker threads, but this run's are {}; timings may not compare, so profile and measure with the same --no-pin setting",
-            table.path(),
-            pinning(then),
-            pinning(now)
-        ),
+        Some(then) if then != now => {
+            log::warn!("{} was profiled with {} worker threads, but this run's are {}; {fix}", table.path(), pinning(then), pinning(now))
+        }
         None if now => log::warn!(
-            "{} does not record whether its worker threads were pinned (it predates pinning, so they were not), but this run's are; profile it again, or measure with --no-pin",
+            "{} does not record whether its worker threads were pinned (tables written before pinning existed were not), but this run's are; {fix}",
             table.path()
         ),
         _ => {}
@@ -538,4 +555,32 @@ fn draw_distinct(space: &str, count: usize, seed: u64, max_params: Option<u64>) 
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(round_ms: &[f64]) -> ModelRow {
+        let arch = crate::arch::presets::llama_tiny();
+        let (summary, params) = (arch.summary(), arch.params());
+        ModelRow { arch, summary, params, mode: Mode::Decode, role: "test", measured_ms: 0.0, round_ms: round_ms.to_vec(), raw_ms: 1.0, calibrated_ms: 1.0 }
+    }
+
+    #[test]
+    fn repeatability_is_symmetric() {
+        // 1.11 is 11% above 1.0, while 1.0 is 9.9% below 1.11: one direction in, one out.
+        let rows = [row(&[1.0, 1.11]), row(&[2.0, 2.0])];
+        let forward = Repeatability::of(&rows.iter().collect::<Vec<_>>()).unwrap();
+        let swapped = [row(&[1.11, 1.0]), row(&[2.0, 2.0])];
+        let backward = Repeatability::of(&swapped.iter().collect::<Vec<_>>()).unwrap();
+        assert!((forward.within_10pct - 0.75).abs() < 1e-12, "{forward:?}");
+        assert_eq!(forward.within_10pct, backward.within_10pct);
+    }
+
+    #[test]
+    fn one_round_has_no_repeatability() {
+        let rows = [row(&[1.0]), row(&[2.0])];
+        assert!(Repeatability::of(&rows.iter().collect::<Vec<_>>()).is_none());
+    }
 }

@@ -196,7 +196,7 @@ fn open_or_create(args: &Args, settings: &ProfileSettings, timer: &mut dyn OpTim
             )));
         }
         if table.device.backend == "cpu" {
-            super::predict::warn_if_pinning_differs(&table);
+            super::predict::warn_if_threads_differ(&table, "the new timings may not compare with the old ones, so continue with the table's --threads and --no-pin, or choose another --out");
         }
         // The round count may change: more rounds refine the entries already there.
         let differences = settings_differences(&table.settings, settings);

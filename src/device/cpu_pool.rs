@@ -9,18 +9,27 @@
 
 /// Builds rayon's global pool with `threads` workers (rayon's default count when `None`, which
 /// honours `RAYON_NUM_THREADS`). With `pin`, worker `i` is bound to the `i`-th CPU this process
-/// may run on, wrapping around when there are more workers than CPUs. Pinning is skipped where
-/// the platform has no thread affinity or the process may use only one CPU. Returns the number
-/// of pinned workers, or an error when the global pool already exists.
-pub fn init_cpu_pool(threads: Option<usize>, pin: bool) -> Result<usize, rayon::ThreadPoolBuildError> {
+/// may run on. Pinning is skipped where the platform has no thread affinity, where the process
+/// may use only one CPU, and where there are more workers than CPUs, because two workers bound
+/// to one CPU would be slower than unpinned ones. Returns the number of pinned workers and, when
+/// pinning was requested but skipped, the reason; or an error when the global pool already exists.
+pub fn init_cpu_pool(threads: Option<usize>, pin: bool) -> Result<(usize, Option<String>), rayon::ThreadPoolBuildError> {
     let mut builder = rayon::ThreadPoolBuilder::new();
     if let Some(threads) = threads {
         builder = builder.num_threads(threads.max(1));
     }
+    let workers = threads.unwrap_or_else(default_thread_count);
     let cpus = if pin { allowed_cpus() } else { Vec::new() };
-    if cpus.len() < 2 {
+    let skipped = match cpus.len() {
+        _ if !pin => None,
+        0 => Some("this platform has no thread affinity".to_string()),
+        1 => Some("the process may use only one CPU".to_string()),
+        n if workers > n => Some(format!("{workers} threads exceed the {n} CPUs the process may use")),
+        _ => None,
+    };
+    if !pin || skipped.is_some() {
         builder.build_global()?;
-        return Ok(0);
+        return Ok((0, skipped));
     }
     let pinned = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = pinned.clone();
@@ -32,7 +41,17 @@ pub fn init_cpu_pool(threads: Option<usize>, pin: bool) -> Result<usize, rayon::
     builder.build_global()?;
     // Workers start asynchronously, so run one task on each before reading the count.
     rayon::broadcast(|_| ());
-    Ok(pinned.load(std::sync::atomic::Ordering::Relaxed))
+    Ok((pinned.load(std::sync::atomic::Ordering::Relaxed), None))
+}
+
+/// Returns the worker count rayon picks by default: `RAYON_NUM_THREADS` when it is a positive
+/// number, else the available parallelism.
+fn default_thread_count() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|text| text.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// Reports whether every worker of rayon's current pool is bound to a single CPU while the process
