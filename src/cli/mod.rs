@@ -41,7 +41,7 @@ pub struct Global {
     pub threads: Option<usize>,
 
     /// Let the OS move CPU worker threads between cores. By default each worker is pinned to its
-    /// own core, which keeps timings steady.
+    /// own core (on Linux, when there are no more threads than cores), which keeps timings steady.
     #[arg(long, global = true, env = "ALPHANAS_NO_PIN", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_pin: bool,
 
