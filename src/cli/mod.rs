@@ -116,7 +116,7 @@ fn init_pool(global: &Global) {
     match crate::device::init_cpu_pool(global.threads, !global.no_pin) {
         Ok((pinned, skipped)) => {
             let threads = rayon::current_num_threads();
-            let workers = if threads == 1 { "1 CPU worker thread".to_string() } else { format!("{threads} CPU worker threads") };
+            let workers = plural(threads, "CPU worker thread", "CPU worker threads");
             match skipped {
                 Some(reason) => log::debug!("{workers}, not pinned because {reason}"),
                 None => log::debug!("{workers}, {pinned} of them pinned to one CPU each"),
@@ -150,6 +150,11 @@ pub fn run(cli: Cli) -> crate::Result<()> {
         Command::Search(args) => search::run(args, global),
         Command::Export(args) => export::run(args, global),
     }
+}
+
+/// Returns the count with the noun in singular or plural: "1 round", "3 rounds".
+fn plural(count: usize, singular: &str, plural: &str) -> String {
+    format!("{count} {}", if count == 1 { singular } else { plural })
 }
 
 /// Prints `value` as pretty JSON on stdout.

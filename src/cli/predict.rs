@@ -412,10 +412,10 @@ fn print_validation(output: &ValidateOutput, path: &std::path::Path, table: &Cos
         table.device.name,
         table.device.backend,
         output.n,
-        plural(output.calibration_models, "other model", "other models"),
+        super::plural(output.calibration_models, "other model", "other models"),
         output.batch,
         output.seq,
-        plural(output.rounds, "round", "rounds"),
+        super::plural(output.rounds, "round", "rounds"),
         output.measure_s
     );
     println!("{:<8} {:<7} {:>8} {:>12} {:>12}", "mode", "", "MAPE", "within ±10%", "Kendall τ");
@@ -431,11 +431,6 @@ fn print_validation(output: &ValidateOutput, path: &std::path::Path, table: &Cos
             println!("{:<8} {:<7} {:>8} {:>11.1}% {:>12.3}   (one round against another)", "", "repeat", "", 100.0 * r.within_10pct, r.kendall_tau);
         }
     }
-}
-
-/// Returns "1 round" or "3 rounds".
-fn plural(count: usize, one: &str, many: &str) -> String {
-    format!("{count} {}", if count == 1 { one } else { many })
 }
 
 /// Device on which `validate-cost` measures whole models: the one the table was profiled on.
@@ -509,7 +504,8 @@ impl Measurer {
 }
 
 /// Warns when a CPU table was profiled with another thread count or thread pinning than this
-/// run's, because unpinned timings can be up to twice the pinned ones. `fix` says what to do.
+/// run's, because unpinned timings can be up to twice the pinned ones. `fix` is the advice that
+/// ends each warning.
 pub(super) fn warn_if_threads_differ(table: &CostTable, fix: &str) {
     let threads = rayon::current_num_threads();
     if let Some(then) = table.device.threads.filter(|&then| then != threads) {
