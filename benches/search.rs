@@ -61,8 +61,8 @@ impl LeafScorer for BenchScorer<'_> {
         out.extend(self.space.features(choices));
     }
 
-    fn score(&mut self, features: &[f32], n: usize) -> alphanas::Result<Prediction> {
-        self.surrogate.score(features, n)
+    fn score(&mut self, features: &[f32], rows: &[Vec<u32>]) -> alphanas::Result<Prediction> {
+        self.surrogate.score(features, rows.len())
     }
 
     fn reward(&self, prediction: &Prediction, row: usize) -> f64 {

@@ -389,10 +389,13 @@ fn search_table_option_errors() {
 #[test]
 fn search_summary_counts_results_over_constraint() {
     let dir = tempfile::tempdir().unwrap();
+    let script = slow_eval_script(dir.path(), "0");
     let out = dir.path().join("run");
-    let limit = 3e8;
+    // `cost` comes from the command, so the search cannot know it before the evaluation.
+    let limit = 5_000.0;
     let output = alphanas()
-        .args(["search", "--evaluator", "proxy", "--evals", "8", "--constraint", "flops_per_token<=3e8", "--seed", "2", "-q", "--out"])
+        .args(command_search_args(&script, 8))
+        .args(["--constraint", "cost<=5000", "--out"])
         .arg(&out)
         .output()
         .unwrap();
@@ -400,12 +403,55 @@ fn search_summary_counts_results_over_constraint() {
     let over = history_lines(&out)
         .iter()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|r| r["status"] == "ok" && r["metrics"]["flops_per_token"].as_f64().unwrap() > limit)
+        .filter(|r| r["status"] == "ok" && r["metrics"]["cost"].as_f64().unwrap() > limit)
         .count();
     let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     assert!(over > 0, "the test needs results over the limit");
     assert_eq!(summary["ok_over_constraint"].as_u64(), Some(over as u64));
     assert_eq!(summary["counts"]["ok"].as_u64(), Some(8));
+    assert_eq!(summary["exact_targets"], serde_json::json!([]));
+}
+
+#[test]
+fn search_uses_exact_architecture_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let limit = 3e8;
+    let output = alphanas()
+        .args(["search", "--evaluator", "proxy", "--evals", "14", "--constraint", "flops_per_token<=3e8", "--seed", "2", "-q", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["exact_targets"], serde_json::json!(["flops_per_token", "decoder_params"]));
+    assert_eq!(summary["ok_over_constraint"].as_u64(), Some(0));
+    let mut predicted = 0;
+    for line in history_lines(&out) {
+        let record: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let metrics = &record["metrics"];
+        let flops = metrics["flops_per_token"].as_f64().unwrap();
+        match record["status"].as_str().unwrap() {
+            "ok" => assert!(flops <= limit, "evaluated over the limit: {line}"),
+            "infeasible" => {
+                assert!(flops > limit, "{line}");
+                assert_eq!(record["elapsed_s"], 0.0, "not evaluated: {line}");
+            }
+            other => panic!("unexpected status {other}: {line}"),
+        }
+        // What the tree scored for a proposal is the exact value, not the surrogate's guess.
+        if let Some(p) = record["predicted"].as_object() {
+            if record["status"] == "ok" {
+                predicted += 1;
+                assert_eq!(p["decoder_params"], metrics["decoder_params"], "{line}");
+                assert_eq!(p["flops_per_token"], metrics["flops_per_token"], "{line}");
+            }
+        }
+    }
+    assert!(predicted > 0, "no surrogate-guided proposal was evaluated");
+    for round in summary["prediction_error"].as_array().unwrap() {
+        assert!(round["mape"].as_object().unwrap().is_empty(), "exact targets have no prediction error: {round}");
+    }
 }
 
 /// Reads the `runs` list of a search folder's `command.json`.

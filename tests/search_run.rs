@@ -201,7 +201,8 @@ impl LeafScorer for CountingScorer {
         out.extend(choices.iter().map(|&c| c as f32));
     }
 
-    fn score(&mut self, features: &[f32], n: usize) -> alphanas::Result<Prediction> {
+    fn score(&mut self, features: &[f32], rows: &[Vec<u32>]) -> alphanas::Result<Prediction> {
+        let n = rows.len();
         self.calls += 1;
         self.rows += n;
         let width = features.len() / n;

@@ -255,19 +255,27 @@ impl Architecture {
         }
     }
 
-    /// Flat metric map with the shared metric names, for objectives and history files:
-    /// `params`, `non_embedding_params`, `flops_per_token` (prefill at `seq_len`),
-    /// `flops_per_token_decode`, `weight_bytes`, `kv_cache_bytes_per_token` and
-    /// `peak_memory_bytes` (decode at `batch`, `seq_len`), the byte figures in `dtype`.
+    /// Flat metric map with the shared metric names, for objectives and history files: one
+    /// entry per row of [`ANALYTIC_METRICS`].
     pub fn metric_map(&self, dtype: Dtype, seq_len: u64, batch: u64) -> BTreeMap<String, f64> {
-        let mut out = BTreeMap::new();
-        out.insert("params".into(), self.params() as f64);
-        out.insert("non_embedding_params".into(), self.non_embedding_params() as f64);
-        out.insert("flops_per_token".into(), self.flops_per_token_prefill(seq_len) as f64);
-        out.insert("flops_per_token_decode".into(), self.flops_per_token_decode(seq_len) as f64);
-        out.insert("weight_bytes".into(), self.weight_bytes(dtype) as f64);
-        out.insert("kv_cache_bytes_per_token".into(), self.kv_cache_bytes_per_token(dtype) as f64);
-        out.insert("peak_memory_bytes".into(), self.peak_memory(dtype, batch, seq_len).decode as f64);
-        out
+        ANALYTIC_METRICS.iter().map(|&(name, f)| (name.to_string(), f(self, dtype, seq_len, batch) as f64)).collect()
     }
 }
+
+/// An analytic metric of an architecture, given the element type, the sequence length (the
+/// KV-cache context for decode figures) and the batch.
+pub type AnalyticMetric = fn(&Architecture, Dtype, u64, u64) -> u64;
+
+/// The metrics of [`Architecture::metric_map`] by their shared names: `params`,
+/// `non_embedding_params`, `flops_per_token` (prefill at the sequence length),
+/// `flops_per_token_decode`, `weight_bytes`, `kv_cache_bytes_per_token` and `peak_memory_bytes`
+/// (decode), the byte figures in the given element type.
+pub const ANALYTIC_METRICS: [(&str, AnalyticMetric); 7] = [
+    ("params", |a, _, _, _| a.params()),
+    ("non_embedding_params", |a, _, _, _| a.non_embedding_params()),
+    ("flops_per_token", |a, _, seq, _| a.flops_per_token_prefill(seq)),
+    ("flops_per_token_decode", |a, _, seq, _| a.flops_per_token_decode(seq)),
+    ("weight_bytes", |a, dtype, _, _| a.weight_bytes(dtype)),
+    ("kv_cache_bytes_per_token", |a, dtype, _, _| a.kv_cache_bytes_per_token(dtype)),
+    ("peak_memory_bytes", |a, dtype, seq, batch| a.peak_memory(dtype, batch, seq).decode),
+];

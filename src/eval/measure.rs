@@ -10,8 +10,8 @@
 //! because two forward passes that share the cores or the GPU would each time slower than
 //! alone.
 
-use super::proxy::{proxy_metric_names, proxy_metrics, AnalyticSettings, Quality};
-use super::{EvalOutcome, Evaluator, Status};
+use super::proxy::{exact_proxy_metric, proxy_metric_names, proxy_metrics, AnalyticSettings, Quality};
+use super::{EvalOutcome, Evaluator, ExactMetric, Status};
 use crate::arch::{Architecture, Dtype};
 use crate::space::Candidate;
 use std::panic::AssertUnwindSafe;
@@ -85,6 +85,21 @@ impl Default for MeasureSettings {
 }
 
 impl MeasureSettings {
+    /// The prefill length and decode cache length used for `arch`. A model with a short
+    /// context cannot take the configured lengths, so it is measured at the longest it
+    /// supports (decode needs one position beyond the cache).
+    pub fn lengths(&self, arch: &Architecture) -> (u64, u64) {
+        let prefill_seq = self.prefill_seq.min(arch.max_seq_len);
+        let decode_cache = self.decode_cache.min(arch.max_seq_len.saturating_sub(1)).max(1);
+        (prefill_seq, decode_cache)
+    }
+
+    /// The settings of the analytic metrics reported with a measurement of `arch`: f32, the
+    /// decode cache length, the measure batch.
+    pub fn analytic(&self, arch: &Architecture) -> AnalyticSettings {
+        AnalyticSettings { dtype: Dtype::F32, seq_len: self.lengths(arch).1, batch: self.batch }
+    }
+
     /// Rejects zero sizes and run counts with a message that names the option.
     pub fn validate(&self) -> crate::Result<()> {
         for (name, value) in [
@@ -176,10 +191,7 @@ impl Evaluator for MeasureEvaluator {
             Err(outcome) => return outcome,
         };
 
-        // A model with a short context cannot take the configured lengths; measure it at the
-        // longest it supports (decode needs one position beyond the cache).
-        let prefill_seq = self.settings.prefill_seq.min(arch.max_seq_len);
-        let decode_cache = self.settings.decode_cache.min(arch.max_seq_len.saturating_sub(1)).max(1);
+        let (prefill_seq, decode_cache) = self.settings.lengths(arch);
         if prefill_seq != self.settings.prefill_seq || decode_cache != self.settings.decode_cache {
             log::debug!(
                 "{}: max_seq_len {} is shorter than the measure lengths; prefill {prefill_seq}, decode cache {decode_cache}",
@@ -205,8 +217,7 @@ impl Evaluator for MeasureEvaluator {
             }
         };
 
-        let analytic = AnalyticSettings { dtype: Dtype::F32, seq_len: decode_cache, batch: self.settings.batch };
-        let mut metrics = proxy_metrics(arch, self.quality, analytic);
+        let mut metrics = proxy_metrics(arch, self.quality, self.settings.analytic(arch));
         metrics.insert("latency_prefill_ms".into(), prefill.latency_ms);
         metrics.insert("latency_decode_ms".into(), decode.latency_ms);
         metrics.insert(
@@ -214,6 +225,15 @@ impl Evaluator for MeasureEvaluator {
             prefill.peak_memory_bytes.max(decode.peak_memory_bytes) as f64,
         );
         EvalOutcome::ok(metrics, elapsed)
+    }
+
+    fn exact_metric(&self, metric: &str) -> Option<ExactMetric> {
+        // The measured value replaces the analytic estimate.
+        if metric == "peak_memory_bytes" {
+            return None;
+        }
+        let settings = self.settings;
+        exact_proxy_metric(metric, self.quality, move |arch| settings.analytic(arch))
     }
 }
 
@@ -380,6 +400,24 @@ mod tests {
                 Mode::Decode if self.fail_decode => Err("out of memory".into()),
                 Mode::Prefill => Ok(ForwardTiming { latency_ms: settings.seq as f64, peak_memory_bytes: 1000 }),
                 Mode::Decode => Ok(ForwardTiming { latency_ms: arch.n_layers as f64, peak_memory_bytes: 400 }),
+            }
+        }
+    }
+
+    #[test]
+    fn exact_metrics_equal_measured_ones() {
+        let settings = MeasureSettings { batch: 2, prefill_seq: 48, decode_cache: 200, ..MeasureSettings::default() };
+        let eval = MeasureEvaluator::new(Box::new(FakeBackend::new()), settings, Quality::DecoderParams).unwrap();
+        // The second model's context (128) is shorter than the decode cache, so its analytic
+        // metrics use a shorter one.
+        let short = Architecture { max_seq_len: 128, ..presets::llama_tiny() };
+        for arch in [presets::gpt2_small(), short] {
+            let known = crate::eval::proxy::tests::check_exact_metrics(&eval, &arch);
+            for name in ["decoder_params", "params", "flops_per_token_decode", "weight_bytes"] {
+                assert!(known.iter().any(|k| k == name), "{name} not known: {known:?}");
+            }
+            for name in ["latency_prefill_ms", "latency_decode_ms", "peak_memory_bytes"] {
+                assert!(eval.exact_metric(name).is_none(), "{name} must be measured");
             }
         }
     }

@@ -10,9 +10,11 @@ pub mod command;
 pub mod measure;
 pub mod proxy;
 
+use crate::arch::Architecture;
 use crate::space::Candidate;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Final state of one evaluation, as written to `history.jsonl`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -65,4 +67,33 @@ pub trait Evaluator: Send + Sync {
 
     /// Evaluates `candidate` as trial number `trial`.
     fn evaluate(&self, trial: u64, candidate: &Candidate) -> EvalOutcome;
+
+    /// How this evaluator computes `metric` from the architecture alone, when it does. The
+    /// search then uses the exact value for every candidate in place of the surrogate's
+    /// prediction. `None`, the default, for a metric that needs an evaluation.
+    fn exact_metric(&self, _metric: &str) -> Option<ExactMetric> {
+        None
+    }
+}
+
+/// A metric that follows from the architecture alone, as an evaluator reports it (see
+/// [`Evaluator::exact_metric`]).
+#[derive(Clone)]
+pub struct ExactMetric(Arc<dyn Fn(&Architecture) -> f64 + Send + Sync>);
+
+impl ExactMetric {
+    pub fn new(f: impl Fn(&Architecture) -> f64 + Send + Sync + 'static) -> Self {
+        ExactMetric(Arc::new(f))
+    }
+
+    /// The metric's value for `arch`.
+    pub fn value(&self, arch: &Architecture) -> f64 {
+        (self.0)(arch)
+    }
+}
+
+impl std::fmt::Debug for ExactMetric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExactMetric")
+    }
 }

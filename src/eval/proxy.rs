@@ -13,7 +13,8 @@
 //!
 //! Both also emit the analytic metrics of [`Architecture::metric_map`].
 
-use super::{EvalOutcome, Evaluator, Status};
+use super::{EvalOutcome, Evaluator, ExactMetric, Status};
+use crate::arch::metrics::ANALYTIC_METRICS;
 use crate::arch::{Architecture, Dtype};
 use crate::space::Candidate;
 use std::collections::BTreeMap;
@@ -139,6 +140,26 @@ pub fn proxy_metric_names(quality: Quality) -> Vec<String> {
     names
 }
 
+/// How [`proxy_metrics`] computes `metric`, with the analytic settings `settings` gives for
+/// each architecture, or `None` when it does not emit `metric`.
+pub(crate) fn exact_proxy_metric(
+    metric: &str,
+    quality: Quality,
+    settings: impl Fn(&Architecture) -> AnalyticSettings + Send + Sync + 'static,
+) -> Option<ExactMetric> {
+    if metric == quality.metric_name() {
+        return Some(ExactMetric::new(move |arch| quality.value(arch)));
+    }
+    if metric == DECODER_PARAMS {
+        return Some(ExactMetric::new(|arch| arch.non_embedding_params() as f64));
+    }
+    let &(_, f) = ANALYTIC_METRICS.iter().find(|(name, _)| *name == metric)?;
+    Some(ExactMetric::new(move |arch| {
+        let s = settings(arch);
+        f(arch, s.dtype, s.seq_len, s.batch) as f64
+    }))
+}
+
 /// The architecture a candidate denotes, or a failed outcome for a table row.
 pub(crate) fn candidate_arch<'a>(candidate: &'a Candidate, evaluator: &str) -> Result<&'a Architecture, EvalOutcome> {
     match candidate {
@@ -188,10 +209,15 @@ impl Evaluator for ProxyEvaluator {
         let metrics = proxy_metrics(arch, self.quality, self.settings);
         EvalOutcome::ok(metrics, start.elapsed().as_secs_f64())
     }
+
+    fn exact_metric(&self, metric: &str) -> Option<ExactMetric> {
+        let settings = self.settings;
+        exact_proxy_metric(metric, self.quality, move |_| settings)
+    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::arch::presets;
 
@@ -206,6 +232,35 @@ mod tests {
         assert_eq!(outcome.metrics[DECODER_PARAMS], 85_056_000.0);
         assert_eq!(outcome.metrics["params"], arch.params() as f64);
         assert!(outcome.metrics.contains_key("kv_cache_bytes_per_token"));
+    }
+
+    /// Asserts that every metric `eval` claims to know exactly has the value its evaluation
+    /// reports for `arch`, and returns the names it knows.
+    pub(crate) fn check_exact_metrics(eval: &dyn Evaluator, arch: &Architecture) -> Vec<String> {
+        let outcome = eval.evaluate(0, &Candidate::Arch(arch.clone()));
+        assert_eq!(outcome.status, Status::Ok, "{:?}", outcome.error);
+        let mut known = Vec::new();
+        for name in eval.metric_names() {
+            if let Some(exact) = eval.exact_metric(&name) {
+                assert_eq!(exact.value(arch), outcome.metrics[&name], "{name} of {}", arch.summary());
+                known.push(name);
+            }
+        }
+        known
+    }
+
+    #[test]
+    fn exact_metrics_equal_evaluated_ones() {
+        let settings = AnalyticSettings { dtype: Dtype::F16, seq_len: 300, batch: 3 };
+        for quality in [Quality::DecoderParams, Quality::ScalingLaw { train_tokens: 3e9 }] {
+            let eval = ProxyEvaluator::new(quality, settings);
+            for arch in [presets::gpt2_small(), presets::llama_tiny(), presets::llama_100m()] {
+                let known = check_exact_metrics(&eval, &arch);
+                // Every proxy metric follows from the architecture.
+                assert_eq!(known.len(), eval.metric_names().len(), "{known:?}");
+            }
+            assert!(eval.exact_metric("latency_decode_ms").is_none());
+        }
     }
 
     #[test]

@@ -80,7 +80,7 @@ pub fn run_search(
     hooks: &mut dyn SearchHooks,
 ) -> crate::Result<SearchReport> {
     cfg.validate()?;
-    let problem = Problem::new(&cfg.objectives, &cfg.constraints);
+    let problem = Problem::new(&cfg.objectives, &cfg.constraints).with_exact_targets(&*evaluator);
     check_metric_names(&*evaluator, &problem)?;
     let settings = Settings::new(
         &*space,

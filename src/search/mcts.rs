@@ -197,8 +197,8 @@ pub struct Tree<'a> {
 pub trait LeafScorer {
     /// Features of a complete candidate, appended to `out`.
     fn features(&self, choices: &[u32], out: &mut Vec<f32>);
-    /// Scores `n` rows of `features` in one surrogate call.
-    fn score(&mut self, features: &[f32], n: usize) -> crate::Result<Prediction>;
+    /// Scores the rows of `features` in one surrogate call; `rows` holds the choices of each.
+    fn score(&mut self, features: &[f32], rows: &[Vec<u32>]) -> crate::Result<Prediction>;
     /// Reward of row `row` of `prediction`.
     fn reward(&self, prediction: &Prediction, row: usize) -> f64;
 }
@@ -278,7 +278,7 @@ impl<'a> Tree<'a> {
             if leaves.is_empty() {
                 break;
             }
-            let prediction = scorer.score(&features, completions.len())?;
+            let prediction = scorer.score(&features, &completions)?;
             self.stats.leaf_batches += 1;
             self.stats.max_batch = self.stats.max_batch.max(leaves.len());
             let distinct: HashSet<u32> = leaves.iter().map(|l| l.node).collect();

@@ -125,7 +125,8 @@ fn hypervolume_trace(problem: &Problem, history: &[EvalRecord], reference: &[f64
 }
 
 /// Mean absolute percentage error of the surrogate's pre-evaluation predictions, per round of
-/// `q` evaluations that carry a prediction.
+/// `q` evaluations that carry a prediction. Targets known exactly before evaluation are left
+/// out: their predictions are not the surrogate's.
 fn prediction_errors(problem: &Problem, history: &[EvalRecord], q: usize) -> Vec<RoundError> {
     let predicted: Vec<&EvalRecord> = history
         .iter()
@@ -134,7 +135,7 @@ fn prediction_errors(problem: &Problem, history: &[EvalRecord], q: usize) -> Vec
     let mut rounds = Vec::new();
     for (round, chunk) in predicted.chunks(q.max(1)).enumerate() {
         let mut mape = BTreeMap::new();
-        for target in &problem.targets {
+        for (target, _) in problem.targets.iter().zip(&problem.exact).filter(|(_, exact)| exact.is_none()) {
             let errors: Vec<f64> = chunk
                 .iter()
                 .filter_map(|r| {
@@ -212,6 +213,7 @@ pub(crate) fn write_outputs(
         "elapsed_s": elapsed_s,
         "surrogate": surrogate.as_ref().map(|(name, _)| name),
         "surrogate_features": surrogate.as_ref().map(|(_, features)| features),
+        "exact_targets": problem.exact_targets(),
         "simulations": report.simulations,
         "simulations_per_s": report.simulations_per_s,
         "leaf_batches": report.leaf_batches,

@@ -3,7 +3,7 @@
 
 use super::journal::EvalRecord;
 use super::objective::{is_feasible, Constraint, Objective};
-use crate::eval::{EvalOutcome, Status};
+use crate::eval::{EvalOutcome, Evaluator, ExactMetric, Status};
 use crate::space::Candidate;
 use std::collections::BTreeMap;
 
@@ -15,6 +15,9 @@ pub struct Problem {
     /// Metrics the surrogate predicts: objective metrics, then constraint metrics not already
     /// listed.
     pub targets: Vec<String>,
+    /// Per target, how the evaluator computes it from the architecture alone, if it does. The
+    /// search uses these exact values in place of the surrogate's predictions.
+    pub exact: Vec<Option<ExactMetric>>,
 }
 
 impl Problem {
@@ -26,7 +29,34 @@ impl Problem {
                 targets.push(name.clone());
             }
         }
-        Problem { objectives: objectives.to_vec(), constraints: constraints.to_vec(), targets }
+        let exact = vec![None; targets.len()];
+        Problem { objectives: objectives.to_vec(), constraints: constraints.to_vec(), targets, exact }
+    }
+
+    /// Takes from `evaluator` every target it computes from the architecture alone (see
+    /// [`Evaluator::exact_metric`]).
+    pub fn with_exact_targets(mut self, evaluator: &dyn Evaluator) -> Self {
+        self.exact = self.targets.iter().map(|t| evaluator.exact_metric(t)).collect();
+        self
+    }
+
+    /// Names of the targets known exactly before evaluation.
+    pub fn exact_targets(&self) -> Vec<&str> {
+        self.targets.iter().zip(&self.exact).filter(|(_, e)| e.is_some()).map(|(t, _)| t.as_str()).collect()
+    }
+
+    /// Overwrites the predicted mean of every exact target in `mean` (one row of targets) with
+    /// its value for `candidate`, and its spread in `std` with zero. Table rows are left alone.
+    pub fn apply_exact(&self, candidate: &Candidate, mean: &mut [f64], std: &mut [f64]) {
+        let Candidate::Arch(arch) = candidate else {
+            return;
+        };
+        for (t, exact) in self.exact.iter().enumerate() {
+            if let Some(exact) = exact {
+                mean[t] = exact.value(arch);
+                std[t] = 0.0;
+            }
+        }
     }
 
     /// Index of `metric` in [`Problem::targets`].
@@ -49,9 +79,10 @@ impl Problem {
     }
 
     /// Returns an `infeasible` outcome when `candidate` violates a constraint on a metric that
-    /// follows from the architecture alone (`params`, `decoder_params`), so the search can skip
-    /// it without running the evaluator. Returns `None` when no such constraint is violated,
-    /// and for table rows.
+    /// follows from the architecture alone, so the search can skip it without running the
+    /// evaluator. Such metrics are the exact targets (see [`Problem::with_exact_targets`]), and
+    /// `params` and `decoder_params` for any evaluator. Returns `None` when no such constraint
+    /// is violated, and for table rows.
     pub fn known_violation(&self, candidate: &Candidate) -> Option<EvalOutcome> {
         if !self.has_known_constraints() {
             return None;
@@ -62,10 +93,9 @@ impl Problem {
         let mut metrics = BTreeMap::new();
         let mut broken = Vec::new();
         for constraint in &self.constraints {
-            let Some(metric_of) = architecture_metric(&constraint.metric) else {
+            let Some(value) = self.known_value(&constraint.metric, arch) else {
                 continue;
             };
-            let value = metric_of(arch) as f64;
             metrics.insert(constraint.metric.clone(), value);
             if !constraint.is_satisfied(value) {
                 broken.push(format!("{} = {value} breaks {constraint}", constraint.metric));
@@ -78,10 +108,20 @@ impl Problem {
         Some(EvalOutcome { status: Status::Infeasible, metrics, error: Some(error), elapsed_s: 0.0 })
     }
 
+    /// The value of `metric` for `arch` when it is known without evaluation.
+    fn known_value(&self, metric: &str, arch: &crate::arch::Architecture) -> Option<f64> {
+        match self.targets.iter().position(|t| t == metric).and_then(|t| self.exact[t].as_ref()) {
+            Some(exact) => Some(exact.value(arch)),
+            None => architecture_metric(metric).map(|f| f(arch) as f64),
+        }
+    }
+
     /// Returns whether a constraint applies to a metric that [`Problem::known_violation`] can
     /// check.
     pub fn has_known_constraints(&self) -> bool {
-        self.constraints.iter().any(|c| architecture_metric(&c.metric).is_some())
+        self.constraints.iter().any(|c| {
+            architecture_metric(&c.metric).is_some() || self.exact[self.target_index(&c.metric)].is_some()
+        })
     }
 
     /// Whether `record` is ok and satisfies every constraint.
@@ -160,5 +200,29 @@ mod tests {
         let problem = Problem::new(&[Objective::parse("min:loss").unwrap()], &[constraint]);
         assert!(!problem.has_known_constraints());
         assert!(problem.known_violation(&Candidate::Arch(presets::llama_tiny())).is_none());
+    }
+
+    #[test]
+    fn exact_targets_come_from_the_evaluator() {
+        use crate::eval::proxy::{AnalyticSettings, ProxyEvaluator, Quality};
+        let evaluator = ProxyEvaluator::new(Quality::DecoderParams, AnalyticSettings::default());
+        let arch = presets::llama_tiny();
+        let limit = arch.weight_bytes(crate::arch::Dtype::F32) as f64 - 1.0;
+        let constraint = Constraint { metric: "weight_bytes".into(), bound: Bound::AtMost, limit };
+        let objectives = [Objective::parse("max:decoder_params").unwrap(), Objective::parse("min:latency_ms").unwrap()];
+        let plain = Problem::new(&objectives, &[constraint]);
+        assert!(plain.exact_targets().is_empty());
+        assert!(plain.known_violation(&Candidate::Arch(arch.clone())).is_none());
+
+        let problem = plain.with_exact_targets(&evaluator);
+        assert_eq!(problem.exact_targets(), ["decoder_params", "weight_bytes"]);
+        let mut mean = [1.0, 2.0, 3.0];
+        let mut std = [0.5, 0.5, 0.5];
+        problem.apply_exact(&Candidate::Arch(arch.clone()), &mut mean, &mut std);
+        assert_eq!(mean, [arch.non_embedding_params() as f64, 2.0, limit + 1.0]);
+        assert_eq!(std, [0.0, 0.5, 0.0]);
+        let outcome = problem.known_violation(&Candidate::Arch(arch)).expect("one byte over the limit");
+        assert_eq!(outcome.status, Status::Infeasible);
+        assert!(outcome.error.unwrap().contains("weight_bytes"));
     }
 }

@@ -7,6 +7,7 @@ use super::config::{SearchConfig, SearchHooks, SurrogateKind};
 use super::driver::{Context, Counters, Proposal, Proposer};
 use super::mcts::{LeafScorer, PriorTable, ScoredCandidate, Tree, TreeSettings};
 use super::model::{MlpSurrogate, Prediction, RidgeEnsemble, Surrogate};
+use super::problem::Problem;
 use crate::space::SearchSpace;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
@@ -65,6 +66,9 @@ struct SurrogateScorer<'a> {
     extra: bool,
     surrogate: &'a mut dyn Surrogate,
     acquisition: &'a Acquisition,
+    problem: &'a Problem,
+    /// Whether any target is known exactly (see [`Problem::exact`]).
+    exact: bool,
 }
 
 impl LeafScorer for SurrogateScorer<'_> {
@@ -72,8 +76,17 @@ impl LeafScorer for SurrogateScorer<'_> {
         candidate_features(self.space, self.hooks, self.extra, choices, out);
     }
 
-    fn score(&mut self, features: &[f32], n: usize) -> crate::Result<Prediction> {
-        self.surrogate.score(features, n)
+    fn score(&mut self, features: &[f32], rows: &[Vec<u32>]) -> crate::Result<Prediction> {
+        let mut prediction = self.surrogate.score(features, rows.len())?;
+        if self.exact {
+            let t = prediction.n_targets;
+            for (r, choices) in rows.iter().enumerate() {
+                let candidate = self.space.candidate(choices);
+                let row = r * t..(r + 1) * t;
+                self.problem.apply_exact(&candidate, &mut prediction.mean[row.clone()], &mut prediction.std[row]);
+            }
+        }
+        Ok(prediction)
     }
 
     fn reward(&self, prediction: &Prediction, row: usize) -> f64 {
@@ -128,6 +141,10 @@ impl Proposer for MctsProposer {
                 }
             };
             log::info!("surrogate: {} over {} features and {} targets", surrogate.name(), names.len(), ctx.problem.targets.len());
+            let exact = ctx.problem.exact_targets();
+            if !exact.is_empty() {
+                log::info!("targets known before evaluation, scored exactly instead of predicted: {}", exact.join(", "));
+            }
             self.feature_names = names;
             self.surrogate = Some(surrogate);
         }
@@ -148,6 +165,8 @@ impl Proposer for MctsProposer {
                 extra,
                 surrogate: surrogate.as_mut(),
                 acquisition: &acquisition,
+                problem: ctx.problem,
+                exact: ctx.problem.exact.iter().any(Option::is_some),
             };
             let mut tree = Tree::new(ctx.space, self.settings.clone(), &self.priors);
             tree.run(self.simulations_per_round, &mut scorer, ctx.seen, ctx.rng, &mut |scored| {
