@@ -387,6 +387,45 @@ fn search_table_option_errors() {
 }
 
 #[test]
+fn search_reads_selected_space_features() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let output = alphanas()
+        .args(["search", "--evaluator", "proxy", "--evals", "14", "--seed", "4", "--surrogate", "ridge"])
+        .args(["--features", "log_params,n_layers,log_flops_decode", "-q", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["surrogate"], "ridge-ensemble");
+    assert_eq!(summary["surrogate_features"], serde_json::json!(["log_params", "n_layers", "log_flops_decode"]));
+    assert_eq!(history_lines(&out).len(), 14);
+}
+
+#[test]
+fn search_rejects_unknown_space_feature() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let cases: [(&str, &str); 2] = [
+        ("log_params,nope", "`nope` is not a feature of space llama; choose from: choice.n_layers"),
+        ("n_layers,n_layers", "`n_layers` is given twice"),
+    ];
+    for (features, expected) in cases {
+        let output = alphanas()
+            .args(["search", "--evaluator", "proxy", "--evals", "14", "--features", features, "--out"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{features} was accepted");
+        assert!(stderr.contains(expected), "{features}: {stderr}");
+        // Rejected before the first evaluation.
+        assert!(history_lines(&out).is_empty(), "{features}: evaluated before the error");
+    }
+}
+
+#[test]
 fn search_summary_counts_results_over_constraint() {
     let dir = tempfile::tempdir().unwrap();
     let script = slow_eval_script(dir.path(), "0");

@@ -16,6 +16,8 @@ fn describe_hwgpt_json() {
     let names: Vec<&str> = value["decisions"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["n_layers", "d_model", "bias", "n_heads", "mlp_ratio"]);
     assert!(value["params_min"].as_u64().unwrap() < value["params_max"].as_u64().unwrap());
+    let features: Vec<&str> = value["features"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+    assert!(features.contains(&"log_params"), "{features:?}");
 }
 
 #[test]
@@ -27,6 +29,8 @@ fn describe_default_table() {
     assert!(text.contains("architectures"), "{text}");
     assert!(text.contains("mlp_ratio"), "{text}");
     assert!(text.contains("40572"), "{text}");
+    assert!(text.contains("53 surrogate inputs, for search --features"), "{text}");
+    assert!(text.contains("log_flops_decode"), "{text}");
 }
 
 #[test]

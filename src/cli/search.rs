@@ -37,9 +37,10 @@ pub struct Args {
     #[arg(long, value_delimiter = ',')]
     pub decisions: Vec<String>,
 
-    /// Columns of --space-table known before evaluation (such as params or flops) that the
-    /// surrogate reads instead of the decisions, comma-separated. Wide positive columns enter
-    /// as logs.
+    /// Inputs of the MCTS surrogate, comma-separated. With --space-table: columns known before
+    /// evaluation (such as params or flops), read instead of the decisions; wide positive
+    /// columns enter as logs. With an architecture space: features of the space (listed by
+    /// `alphanas space --space NAME`), read instead of all of them.
     #[arg(long, value_delimiter = ',')]
     pub features: Vec<String>,
 
@@ -243,6 +244,8 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
     let cfg = SearchConfig {
         strategy,
         surrogate,
+        // With a table space, --features selects columns through the hooks instead.
+        space_features: if table.is_none() { args.features.clone() } else { Vec::new() },
         objectives: objectives.clone(),
         constraints,
         evals: args.evals,
@@ -379,15 +382,14 @@ fn cost_feedback(args: &Args, path: &std::path::Path, evaluator: &dyn Evaluator)
 fn build_space(args: &Args) -> crate::Result<(Arc<dyn SearchSpace>, Option<Arc<TableSpace>>)> {
     // Checked here rather than by clap, because a resume may take these options from
     // command.json and the command line together.
-    match (&args.space_table, args.decisions.is_empty(), args.features.is_empty()) {
-        (Some(path), true, _) => {
+    match (&args.space_table, args.decisions.is_empty()) {
+        (Some(path), true) => {
             return Err(crate::Error::Invalid(format!(
                 "--space-table {} needs --decisions COLS, the columns that make up a candidate",
                 path.display()
             )))
         }
-        (None, false, _) => return Err(crate::Error::Invalid("--decisions needs --space-table FILE.csv".into())),
-        (None, _, false) => return Err(crate::Error::Invalid("--features needs --space-table FILE.csv".into())),
+        (None, false) => return Err(crate::Error::Invalid("--decisions needs --space-table FILE.csv".into())),
         _ => {}
     }
     if let Some(path) = &args.space_table {

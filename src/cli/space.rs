@@ -98,6 +98,7 @@ fn describe(space: &Space, global: &Global) -> crate::Result<()> {
             "n_layers_max": depth_max,
             "params_min": params_min,
             "params_max": params_max,
+            "features": space.feature_names(),
         }));
     }
 
@@ -139,7 +140,34 @@ fn describe(space: &Space, global: &Global) -> crate::Result<()> {
         human(params_min),
         human(params_max)
     );
+    // What `alphanas search --features` selects from.
+    let features = space.feature_names();
+    println!("features      {} surrogate inputs, for search --features:", features.len());
+    for line in wrap_names(&features, 90) {
+        println!("  {line}");
+    }
     Ok(())
+}
+
+/// Joins `names` with commas into lines of at most `width` characters (longer names get a
+/// line of their own).
+fn wrap_names(names: &[String], width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for name in names {
+        if !line.is_empty() && line.len() + 2 + name.len() > width {
+            lines.push(format!("{line},"));
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push_str(", ");
+        }
+        line.push_str(name);
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
 }
 
 /// Lists up to 12 values, eliding the middle of longer lists.

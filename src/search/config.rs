@@ -108,6 +108,10 @@ pub struct SearchConfig {
     pub rollout: Rollout,
     /// The surrogate, unless [`SearchHooks::make_surrogate`] returns one.
     pub surrogate: SurrogateKind,
+    /// Space features the MCTS surrogate reads, by name (see
+    /// [`SearchSpace::feature_names`](crate::space::SearchSpace::feature_names)), in place of all
+    /// of them. Empty: all. Extra features of the hooks are added either way.
+    pub space_features: Vec<String>,
     /// Device on which the MLP surrogate scores each leaf batch in one dispatch; `None` scores
     /// on the CPU.
     pub scoring_gpu: Option<Arc<crate::device::GpuContext>>,
@@ -153,6 +157,7 @@ impl Default for SearchConfig {
             simulations_per_round: 4096,
             rollout: Rollout::Random,
             surrogate: SurrogateKind::Mlp(crate::surrogate::EnsembleConfig::default()),
+            space_features: Vec::new(),
             scoring_gpu: None,
             widening_c: 2.0,
             widening_alpha: 0.5,

@@ -82,6 +82,13 @@ pub fn run_search(
     cfg.validate()?;
     let problem = Problem::new(&cfg.objectives, &cfg.constraints).with_exact_targets(&*evaluator);
     check_metric_names(&*evaluator, &problem)?;
+    // Checked before anything is evaluated, although only the tree's surrogate reads them.
+    super::tree_search::select_space_features(&*space, &cfg.space_features)?;
+    if !cfg.space_features.is_empty() && !hooks.keep_space_features() && !hooks.extra_feature_names().is_empty() {
+        return Err(crate::Error::Invalid(
+            "space features were selected, but the search hooks replace the space's features with their own; select one or the other".into(),
+        ));
+    }
     let settings = Settings::new(
         &*space,
         evaluator.name(),

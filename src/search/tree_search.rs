@@ -22,6 +22,8 @@ pub(crate) struct MctsProposer {
     kappa: f64,
     seed: u64,
     surrogate_kind: SurrogateKind,
+    /// Names of the space features the surrogate reads; empty for all.
+    space_features: Vec<String>,
     scoring_gpu: Option<std::sync::Arc<crate::device::GpuContext>>,
     surrogate: Option<Box<dyn Surrogate>>,
     /// Input features of the surrogate, set when it is created.
@@ -39,6 +41,7 @@ impl MctsProposer {
             kappa: cfg.kappa,
             seed: cfg.seed,
             surrogate_kind: cfg.surrogate.clone(),
+            space_features: cfg.space_features.clone(),
             scoring_gpu: cfg.scoring_gpu.clone(),
             surrogate: None,
             feature_names: Vec::new(),
@@ -48,11 +51,48 @@ impl MctsProposer {
     }
 }
 
-/// Space features followed by the hooks' extra features, or the extra features alone when
-/// the hooks drop the space's.
-fn candidate_features(space: &dyn SearchSpace, hooks: &dyn SearchHooks, extra: bool, choices: &[u32], out: &mut Vec<f32>) {
+/// Positions of `names` among the features of `space`, or `None` for all of them when `names`
+/// is empty. An unknown or repeated name is an error that lists the valid ones.
+pub(crate) fn select_space_features(space: &dyn SearchSpace, names: &[String]) -> crate::Result<Option<Vec<usize>>> {
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let all = space.feature_names();
+    let mut selection = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        if names[..i].contains(name) {
+            return Err(crate::Error::Invalid(format!("surrogate feature `{name}` is given twice; keep one")));
+        }
+        match all.iter().position(|n| n == name) {
+            Some(position) => selection.push(position),
+            None => {
+                return Err(crate::Error::Invalid(format!(
+                    "`{name}` is not a feature of space {}; choose from: {}",
+                    space.name(),
+                    all.join(", ")
+                )))
+            }
+        }
+    }
+    Ok(Some(selection))
+}
+
+/// Space features (all, or those at `selection`) followed by the hooks' extra features, or the
+/// extra features alone when the hooks drop the space's.
+fn candidate_features(
+    space: &dyn SearchSpace,
+    hooks: &dyn SearchHooks,
+    extra: bool,
+    selection: Option<&[usize]>,
+    choices: &[u32],
+    out: &mut Vec<f32>,
+) {
     if !extra || hooks.keep_space_features() {
-        out.extend(space.features(choices));
+        let all = space.features(choices);
+        match selection {
+            Some(selection) => out.extend(selection.iter().map(|&i| all[i])),
+            None => out.extend(all),
+        }
     }
     if extra {
         let candidate = space.candidate(choices);
@@ -64,6 +104,7 @@ struct SurrogateScorer<'a> {
     space: &'a dyn SearchSpace,
     hooks: &'a dyn SearchHooks,
     extra: bool,
+    selection: Option<&'a [usize]>,
     surrogate: &'a mut dyn Surrogate,
     acquisition: &'a Acquisition,
     problem: &'a Problem,
@@ -73,7 +114,7 @@ struct SurrogateScorer<'a> {
 
 impl LeafScorer for SurrogateScorer<'_> {
     fn features(&self, choices: &[u32], out: &mut Vec<f32>) {
-        candidate_features(self.space, self.hooks, self.extra, choices, out);
+        candidate_features(self.space, self.hooks, self.extra, self.selection, choices, out);
     }
 
     fn score(&mut self, features: &[f32], rows: &[Vec<u32>]) -> crate::Result<Prediction> {
@@ -101,6 +142,7 @@ impl Proposer for MctsProposer {
     fn propose(&mut self, ctx: &mut Context<'_>, n: usize) -> crate::Result<Vec<Proposal>> {
         let extra_names = ctx.hooks.extra_feature_names();
         let extra = !extra_names.is_empty();
+        let selection = select_space_features(ctx.space, &self.space_features)?;
 
         // Training rows: every ok result with all targets present.
         let mut x: Vec<Vec<f64>> = Vec::new();
@@ -114,7 +156,7 @@ impl Proposer for MctsProposer {
                 continue;
             };
             buffer.clear();
-            candidate_features(ctx.space, &*ctx.hooks, extra, &record.choices, &mut buffer);
+            candidate_features(ctx.space, &*ctx.hooks, extra, selection.as_deref(), &record.choices, &mut buffer);
             x.push(buffer.iter().map(|&v| v as f64).collect());
             y.push(targets);
         }
@@ -125,7 +167,13 @@ impl Proposer for MctsProposer {
         }
 
         if self.surrogate.is_none() {
-            let mut names = if extra && !ctx.hooks.keep_space_features() { Vec::new() } else { ctx.space.feature_names() };
+            let mut names = if extra && !ctx.hooks.keep_space_features() {
+                Vec::new()
+            } else if selection.is_some() {
+                self.space_features.clone()
+            } else {
+                ctx.space.feature_names()
+            };
             names.extend(extra_names);
             let made = ctx.hooks.make_surrogate(&names, &ctx.problem.targets, self.seed);
             let surrogate: Box<dyn Surrogate> = match (made, &self.surrogate_kind) {
@@ -163,6 +211,7 @@ impl Proposer for MctsProposer {
                 space: ctx.space,
                 hooks: &*ctx.hooks,
                 extra,
+                selection: selection.as_deref(),
                 surrogate: surrogate.as_mut(),
                 acquisition: &acquisition,
                 problem: ctx.problem,
