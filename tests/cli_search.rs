@@ -501,6 +501,39 @@ fn stored_runs(out: &Path) -> Vec<serde_json::Value> {
 }
 
 #[test]
+fn resume_keeps_options_from_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let first = alphanas()
+        .env("ALPHANAS_THREADS", "1")
+        .env("ALPHANAS_NO_PIN", "1")
+        .env("ALPHANAS_BACKEND", "cpu")
+        .args(["search", "--evaluator", "proxy", "--seed", "5", "--evals", "4", "-q", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let runs = stored_runs(&out);
+    let args: Vec<&str> = runs[0]["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    let stored = args.join(" ");
+    assert!(stored.ends_with("--backend cpu --threads 1 --no-pin"), "{stored}");
+
+    // The resume runs without those variables and still gets one unpinned thread.
+    let resumed = alphanas()
+        .env_remove("ALPHANAS_THREADS")
+        .env_remove("ALPHANAS_NO_PIN")
+        .env_remove("ALPHANAS_BACKEND")
+        .args(["search", "--evals", "6", "-vv", "--resume"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{log}");
+    assert!(log.contains("1 CPU worker thread, 0 of them pinned"), "{log}");
+    assert_eq!(history_lines(&out).len(), 6);
+}
+
+#[test]
 fn resume_alone_reuses_first_options() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");

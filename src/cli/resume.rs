@@ -8,9 +8,10 @@
 //! never carried over. Relative paths given in a run (`--space` naming a file,
 //! `--space-table`, `--table`) are read from that run's directory.
 //!
-//! NOTE: environment variables (`ALPHANAS_BACKEND`, `ALPHANAS_THREADS`) are those of the
-//! current process, because clap reads them again when it parses a stored command line. The
-//! values a run had in its environment are not stored.
+//! A run's global options that came from environment variables (`ALPHANAS_BACKEND`,
+//! `ALPHANAS_THREADS`, `ALPHANAS_NO_PIN`) are stored as the equivalent arguments, so a resume
+//! in another environment keeps them. Clap reads the current environment again when it parses
+//! a stored command line, but an argument takes precedence over it.
 
 use super::search::Args;
 use super::{Cli, Command, Global};
@@ -48,10 +49,32 @@ fn current_run(global: &Global) -> Option<StoredRun> {
         return None;
     }
     let cwd = std::env::current_dir().ok()?;
-    Some(StoredRun {
-        cwd,
-        args: global.argv.clone(),
-    })
+    let mut args = global.argv.clone();
+    args.extend(environment_options(global, &global.argv));
+    Some(StoredRun { cwd, args })
+}
+
+/// Returns as arguments the global options that `global` took from environment variables,
+/// leaving out those that `argv` gives itself.
+fn environment_options(global: &Global, argv: &[String]) -> Vec<String> {
+    let on_command_line = |flag: &str| argv.iter().any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+    // Clap ignores an empty variable, as this does.
+    let from_env = |var: &str| std::env::var_os(var).is_some_and(|v| !v.is_empty());
+    let mut options = Vec::new();
+    if from_env("ALPHANAS_BACKEND") && !on_command_line("--backend") {
+        if let Some(value) = clap::ValueEnum::to_possible_value(&global.backend) {
+            options.extend(["--backend".to_string(), value.get_name().to_string()]);
+        }
+    }
+    if let Some(threads) = global.threads {
+        if from_env("ALPHANAS_THREADS") && !on_command_line("--threads") {
+            options.extend(["--threads".to_string(), threads.to_string()]);
+        }
+    }
+    if global.no_pin && from_env("ALPHANAS_NO_PIN") && !on_command_line("--no-pin") {
+        options.push("--no-pin".to_string());
+    }
+    options
 }
 
 /// Writes `command.json` for a new search in `dir`. A command line that is unknown or not
