@@ -82,6 +82,7 @@ fn assert_close(what: &str, got: &[f32], expected: &[f32], tol: impl Fn(usize) -
 
 // ---------------------------------------------------------------- matmul
 
+#[allow(clippy::too_many_arguments)] // one argument per dimension of the test case
 fn check_matmul(ctx: &GpuContext, m: usize, n: usize, k: usize, transpose_b: bool, with_bias: bool, scale: f32, dtype: DType) {
     let what = format!("matmul {m}x{n}x{k} transpose_b={transpose_b} bias={with_bias} scale={scale} {}", dtype.name());
     let a = as_stored(&random(m * k, scale, 1), dtype);

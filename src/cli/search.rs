@@ -378,8 +378,11 @@ fn cost_feedback(args: &Args, path: &std::path::Path, evaluator: &dyn Evaluator)
     CostTableFeedback::new(table, passes)
 }
 
+/// A search space, and the same space as a table when its candidates are table rows.
+type Spaces = (Arc<dyn SearchSpace>, Option<Arc<TableSpace>>);
+
 /// Builds the search space, and also returns the table space when the candidates are table rows.
-fn build_space(args: &Args) -> crate::Result<(Arc<dyn SearchSpace>, Option<Arc<TableSpace>>)> {
+fn build_space(args: &Args) -> crate::Result<Spaces> {
     // Checked here rather than by clap, because a resume may take these options from
     // command.json and the command line together.
     match (&args.space_table, args.decisions.is_empty()) {
@@ -556,7 +559,8 @@ fn utc_timestamp(seconds: u64) -> String {
 fn write_plot(out_dir: &Path, objectives: &[Objective], report: &SearchReport) -> crate::Result<()> {
     let minimize = |o: &Objective| o.sense == Sense::Min;
     let first = &objectives[0];
-    let (x_axis, y_axis, x_of): (PlotAxis, PlotAxis, Box<dyn Fn(usize, &std::collections::BTreeMap<String, f64>) -> Option<f64>>) =
+    type XOf = Box<dyn Fn(usize, &std::collections::BTreeMap<String, f64>) -> Option<f64>>;
+    let (x_axis, y_axis, x_of): (PlotAxis, PlotAxis, XOf) =
         if let Some(second) = objectives.get(1) {
             let name = first.metric.clone();
             (

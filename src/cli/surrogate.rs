@@ -282,8 +282,11 @@ fn print_metrics(rows: &[(String, TargetMetrics)], global: &Global) -> crate::Re
     }
 }
 
+/// The feature encoding, feature rows, target rows and config of a fit.
+type Training = (InputSpec, Vec<Vec<f64>>, Vec<Vec<f64>>, EnsembleConfig);
+
 /// Builds the feature encoding, features, targets and config of a fit or cross-validation.
-fn prepare_training(table: &Table, args: &ModelArgs) -> crate::Result<(InputSpec, Vec<Vec<f64>>, Vec<Vec<f64>>, EnsembleConfig)> {
+fn prepare_training(table: &Table, args: &ModelArgs) -> crate::Result<Training> {
     let spec = if args.arch_features {
         InputSpec::Arch
     } else if args.features.is_empty() {

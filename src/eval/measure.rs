@@ -273,8 +273,7 @@ impl ForwardBackend for CpuBackend {
         let vocab_size = arch.vocab_size as usize;
         let mut samples_ns = Vec::with_capacity(settings.runs as usize);
         let total = settings.warmup + settings.runs;
-        let cache;
-        match mode {
+        let cache = match mode {
             Mode::Prefill => {
                 let tokens = random_tokens(batch * seq, vocab_size, settings.seed);
                 let mut kv = model.new_cache(batch, seq).map_err(|e| e.to_string())?;
@@ -289,7 +288,7 @@ impl ForwardBackend for CpuBackend {
                         samples_ns.push(elapsed.as_nanos() as f64);
                     }
                 }
-                cache = kv;
+                kv
             }
             Mode::Decode => {
                 // The cache contains `seq` past positions, so the new token attends to seq + 1.
@@ -308,9 +307,9 @@ impl ForwardBackend for CpuBackend {
                         samples_ns.push(elapsed.as_nanos() as f64);
                     }
                 }
-                cache = kv;
+                kv
             }
-        }
+        };
 
         let stats = crate::stats::TimingStats::from_samples(&samples_ns).ok_or("no timed runs were made")?;
         Ok(ForwardTiming { latency_ms: stats.median_ns / 1e6, peak_memory_bytes: model.peak_memory_bytes(&cache) })

@@ -313,6 +313,8 @@ fn run_ffn(kernels: KernelMode, ffn: Ffn, layer: &LayerWeights, buffers: FfnBuff
     }
 }
 
+// Each method takes the op's buffers and shape, as the kernel functions it calls do.
+#[allow(clippy::too_many_arguments)]
 impl KernelMode {
     fn matmul(self, out: &mut [f32], x: &[f32], weight: &[f32], bias: Option<&[f32]>, rows: usize, n: usize, k: usize) {
         match self {

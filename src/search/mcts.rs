@@ -287,12 +287,12 @@ impl<'a> Tree<'a> {
             }
             for leaf in &leaves {
                 let mut best = f64::NEG_INFINITY;
-                for row in leaf.first_row..leaf.first_row + leaf.rows {
+                for (row, choices) in completions.iter().enumerate().skip(leaf.first_row).take(leaf.rows) {
                     let reward = scorer.reward(&prediction, row);
                     best = best.max(reward);
                     let t = prediction.n_targets;
                     on_scored(&ScoredView {
-                        choices: &completions[row],
+                        choices,
                         reward,
                         mean: &prediction.mean[row * t..(row + 1) * t],
                         std: &prediction.std[row * t..(row + 1) * t],

@@ -483,9 +483,8 @@ impl InferencePlan {
         let t = self.n_targets;
         scratch.standardised.clear();
         for row in x.chunks_exact(d) {
-            for j in 0..d {
-                scratch.standardised.push((row[j] - self.feature_mean[j]) * self.feature_inv_std[j]);
-            }
+            let scaled = row.iter().zip(&self.feature_mean).zip(&self.feature_inv_std).map(|((v, mean), inv_std)| (v - mean) * inv_std);
+            scratch.standardised.extend(scaled);
         }
 
         // Two passes over the members: the first sums for the mean, the second sums squared

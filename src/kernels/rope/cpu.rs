@@ -41,11 +41,11 @@ pub fn rope_ref(x: &[f32], positions: &[u32], n_tokens: usize, n_heads: usize, h
     check_shapes(x, positions, n_tokens, n_heads, head_dim);
     let half = head_dim / 2;
     let mut out = x.to_vec();
-    for t in 0..n_tokens {
+    for (t, &position) in positions.iter().enumerate().take(n_tokens) {
         for h in 0..n_heads {
             let base = (t * n_heads + h) * head_dim;
             for i in 0..half {
-                let (sin, cos) = angle(positions[t], i, head_dim, theta).sin_cos();
+                let (sin, cos) = angle(position, i, head_dim, theta).sin_cos();
                 let x0 = f64::from(x[base + i]);
                 let x1 = f64::from(x[base + i + half]);
                 out[base + i] = (x0 * cos - x1 * sin) as f32;

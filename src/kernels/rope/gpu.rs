@@ -107,6 +107,8 @@ pub fn record(rec: &mut Recorder<'_>, x: &GpuTensor, positions: Positions<'_>, o
 }
 
 /// Uploads `x` and `positions`, applies RoPE and downloads the result.
+// The arguments are the op's inputs and shape, as in the CPU twin `rope_ref`.
+#[allow(clippy::too_many_arguments)]
 pub fn rope(ctx: &GpuContext, x: &[f32], positions: &[u32], n_tokens: usize, n_heads: usize, head_dim: usize, theta: f32, dtype: DType) -> crate::Result<Vec<f32>> {
     let tx = GpuTensor::from_f32(ctx, x, &[n_tokens, n_heads * head_dim], dtype)?;
     let tp = GpuTensor::from_u32(ctx, positions, &[positions.len()])?;
