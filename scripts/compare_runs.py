@@ -3,10 +3,10 @@
 
 Each run's `summary.json` computes its hypervolume against a reference point taken from that
 run's own results, so the figures of two runs cannot be compared directly. This script reads
-the `ok` results of every folder's `history.jsonl`, takes one reference point over all of them
-(each objective's worst value plus 1% of its range), scales every objective to [0, 1] between
-the best value seen and that point, and prints each run's hypervolume after the given numbers
-of evaluations. Constraints are ignored, so use it on runs without any.
+the `ok` results of every folder's `history.jsonl` and takes one reference point over all of
+them: each objective's worst value plus 1% of its range. It scales every objective to [0, 1]
+between the best value seen and that point. Then it prints each run's hypervolume after the
+given numbers of evaluations. Constraints are ignored, so use it on runs without any.
 
     scripts/compare_runs.py --after 12,20,40 old1 new1 old2 new2
     scripts/compare_runs.py --objectives latency_decode_ms,decoder_params old1 new1
@@ -23,17 +23,27 @@ import sys
 
 def load_run(folder, objectives):
     """Returns one minimised objective vector per evaluation, or None for a result that is not ok."""
+    path = os.path.join(folder, "history.jsonl")
+    if not os.path.isfile(path):
+        sys.exit(f"{path} not found; give the --out folders of alphanas searches")
     points = []
-    with open(os.path.join(folder, "history.jsonl")) as f:
+    ok_without_objectives = 0
+    with open(path) as f:
         for line in f:
             if not line.strip():
                 continue
             record = json.loads(line)
             metrics = record.get("metrics", {})
-            if record.get("status") != "ok" or any(name not in metrics for name, _ in objectives):
+            if record.get("status") != "ok":
                 points.append(None)
-                continue
-            points.append(tuple(sign * metrics[name] for name, sign in objectives))
+            elif any(name not in metrics for name, _ in objectives):
+                ok_without_objectives += 1
+                points.append(None)
+            else:
+                points.append(tuple(sign * metrics[name] for name, sign in objectives))
+    if ok_without_objectives and all(p is None for p in points):
+        names = ", ".join(name for name, _ in objectives)
+        sys.exit(f"{folder}: no ok result has every objective ({names}); compare runs of the same objectives")
     return points
 
 
@@ -57,18 +67,23 @@ def hypervolume(points, dims):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+", help="search output folders (--out DIR)")
-    parser.add_argument("--after", default="", help="evaluation counts to report, comma-separated (default: the last)")
+    parser.add_argument("--after", default="", help="evaluation counts to report, comma-separated (default: each run's last)")
     parser.add_argument("--objectives", default="", help="objective metrics to keep, comma-separated (default: all)")
     args = parser.parse_args()
 
-    with open(os.path.join(args.folders[0], "summary.json")) as f:
+    summary = os.path.join(args.folders[0], "summary.json")
+    if not os.path.isfile(summary):
+        sys.exit(f"{summary} not found; give the --out folders of alphanas searches")
+    with open(summary) as f:
         specs = json.load(f)["settings"]["objectives"]
     objectives = []
     for spec in specs:
         direction, name = spec.split(":", 1)
         objectives.append((name, -1.0 if direction == "max" else 1.0))
     if args.objectives:
-        keep = args.objectives.split(",")
+        keep = [name.strip() for name in args.objectives.split(",")]
+        if "" in keep:
+            sys.exit(f"--objectives {args.objectives!r} has an empty name; separate names with single commas")
         unknown = [name for name in keep if name not in [o[0] for o in objectives]]
         if unknown:
             sys.exit(f"--objectives: {', '.join(unknown)} not among the run's objectives {specs}")
@@ -84,18 +99,24 @@ def main():
     reference = [worst[k] + 0.01 * (worst[k] - best[k]) for k in range(dims)]
     span = [(reference[k] - best[k]) or 1.0 for k in range(dims)]
 
-    counts = [int(c) for c in args.after.split(",") if c] or [max(len(p) for p in runs.values())]
+    counts = []
+    for item in args.after.split(","):
+        if not item.strip():
+            continue
+        if not item.strip().isdigit() or int(item) < 1:
+            sys.exit(f"--after: `{item}` is not a positive whole number of evaluations")
+        counts.append(int(item))
     names = ", ".join(("max " if sign < 0 else "min ") + name for name, sign in objectives)
     print(f"objectives: {names}; reference point: {', '.join(f'{abs(r):g}' for r in reference)}")
-    print("run\t" + "\t".join(f"after {c}" for c in counts))
+    print("run\t" + ("\t".join(f"after {c}" for c in counts) if counts else "at its last evaluation"))
     for folder, points in runs.items():
         cells = []
-        for count in counts:
+        for count in counts or [len(points)]:
             if len(points) < count:
                 cells.append("-")
                 continue
             scaled = [tuple((p[k] - best[k]) / span[k] for k in range(dims)) for p in points[:count] if p is not None]
-            cells.append(f"{hypervolume(scaled, dims):.4f}")
+            cells.append(f"{hypervolume(scaled, dims):.4f}" + ("" if counts else f" after {count}"))
         print(folder + "\t" + "\t".join(cells))
 
 

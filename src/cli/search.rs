@@ -180,6 +180,9 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
     };
     let (args, global) = (&args, &global);
     let quality = Quality::from_options(&args.quality, args.train_tokens)?;
+    if args.train_tokens.is_some() && !matches!(quality, Quality::ScalingLaw { .. }) {
+        log::warn!("--train-tokens is used only with --quality scaling-law; it has no effect with --quality {}", args.quality);
+    }
     let (space, table) = build_space(args)?;
     let kind = match &args.evaluator {
         Some(name) => EvaluatorKind::parse(name)?,
@@ -331,6 +334,13 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
     let ok = report.status_counts.get("ok").copied().unwrap_or(0);
     if ok == 0 && !report.history.is_empty() {
         let first_error = report.history.iter().find_map(|r| r.outcome.error.clone()).unwrap_or_else(|| "no error message".into());
+        if report.history.iter().all(|r| r.outcome.status == crate::eval::Status::Infeasible) {
+            return Err(crate::Error::Invalid(format!(
+                "all {} candidates broke a constraint known before evaluation, so none was evaluated (the first: {}); relax the constraint",
+                report.history.len(),
+                first_error.strip_prefix("not evaluated: ").unwrap_or(&first_error)
+            )));
+        }
         return Err(crate::Error::Invalid(format!(
             "none of the {} evaluations succeeded (the first error: {first_error}); see {}",
             report.history.len(),

@@ -85,7 +85,7 @@ impl Default for MeasureSettings {
 }
 
 impl MeasureSettings {
-    /// The prefill length and decode cache length used for `arch`. A model with a short
+    /// Returns the prefill length and decode cache length used for `arch`. A model with a short
     /// context cannot take the configured lengths, so it is measured at the longest it
     /// supports (decode needs one position beyond the cache).
     pub fn lengths(&self, arch: &Architecture) -> (u64, u64) {
@@ -94,7 +94,7 @@ impl MeasureSettings {
         (prefill_seq, decode_cache)
     }
 
-    /// The settings of the analytic metrics reported with a measurement of `arch`: f32, the
+    /// Returns the settings of the analytic metrics reported with a measurement of `arch`: f32, the
     /// decode cache length, the measure batch.
     pub fn analytic(&self, arch: &Architecture) -> AnalyticSettings {
         AnalyticSettings { dtype: Dtype::F32, seq_len: self.lengths(arch).1, batch: self.batch }
@@ -234,6 +234,16 @@ impl Evaluator for MeasureEvaluator {
         }
         let settings = self.settings;
         exact_proxy_metric(metric, self.quality, move |arch| settings.analytic(arch))
+    }
+
+    fn settings(&self) -> std::collections::BTreeMap<String, String> {
+        // The warm-up and run counts change only how steady a latency is, so they may differ.
+        let mut out = self.quality.settings();
+        out.insert("backend".into(), self.backend.name().to_string());
+        out.insert("measure_batch".into(), self.settings.batch.to_string());
+        out.insert("prefill_seq".into(), self.settings.prefill_seq.to_string());
+        out.insert("decode_cache".into(), self.settings.decode_cache.to_string());
+        out
     }
 }
 

@@ -68,11 +68,18 @@ pub trait Evaluator: Send + Sync {
     /// Evaluates `candidate` as trial number `trial`.
     fn evaluate(&self, trial: u64, candidate: &Candidate) -> EvalOutcome;
 
-    /// How this evaluator computes `metric` from the architecture alone, when it does. The
+    /// Returns how this evaluator computes `metric` from the architecture alone, when it does. The
     /// search then uses the exact value for every candidate in place of the surrogate's
     /// prediction. `None`, the default, for a metric that needs an evaluation.
     fn exact_metric(&self, _metric: &str) -> Option<ExactMetric> {
         None
+    }
+
+    /// Returns the settings that change the metrics this evaluator reports for a candidate, by
+    /// name, such as the quality estimate or the measured lengths. A resumed search must have
+    /// the same ones, so that old and new results are comparable. Empty by default.
+    fn settings(&self) -> BTreeMap<String, String> {
+        BTreeMap::new()
     }
 }
 

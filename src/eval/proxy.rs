@@ -93,6 +93,21 @@ impl Quality {
         }
     }
 
+    /// Returns the estimate's name and training-token count, as an evaluator's settings.
+    pub fn settings(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        match self {
+            Quality::DecoderParams => {
+                out.insert("quality".into(), "proxy".into());
+            }
+            Quality::ScalingLaw { train_tokens } => {
+                out.insert("quality".into(), "scaling-law".into());
+                out.insert("train_tokens".into(), format!("{train_tokens:e}"));
+            }
+        }
+        out
+    }
+
     /// Value of the estimate for `arch`.
     pub fn value(&self, arch: &Architecture) -> f64 {
         match self {
@@ -140,7 +155,7 @@ pub fn proxy_metric_names(quality: Quality) -> Vec<String> {
     names
 }
 
-/// How [`proxy_metrics`] computes `metric`, with the analytic settings `settings` gives for
+/// Returns how [`proxy_metrics`] computes `metric`, with the analytic settings `settings` gives for
 /// each architecture, or `None` when it does not emit `metric`.
 pub(crate) fn exact_proxy_metric(
     metric: &str,
@@ -214,6 +229,14 @@ impl Evaluator for ProxyEvaluator {
         let settings = self.settings;
         exact_proxy_metric(metric, self.quality, move |_| settings)
     }
+
+    fn settings(&self) -> BTreeMap<String, String> {
+        let mut out = self.quality.settings();
+        out.insert("analytic_seq".into(), self.settings.seq_len.to_string());
+        out.insert("analytic_batch".into(), self.settings.batch.to_string());
+        out.insert("analytic_dtype".into(), self.settings.dtype.name().to_string());
+        out
+    }
 }
 
 #[cfg(test)]
@@ -234,8 +257,8 @@ pub(crate) mod tests {
         assert!(outcome.metrics.contains_key("kv_cache_bytes_per_token"));
     }
 
-    /// Asserts that every metric `eval` claims to know exactly has the value its evaluation
-    /// reports for `arch`, and returns the names it knows.
+    /// Asserts that every metric `eval` computes exactly has the value its evaluation reports
+    /// for `arch`, and returns the names of those metrics.
     pub(crate) fn check_exact_metrics(eval: &dyn Evaluator, arch: &Architecture) -> Vec<String> {
         let outcome = eval.evaluate(0, &Candidate::Arch(arch.clone()));
         assert_eq!(outcome.status, Status::Ok, "{:?}", outcome.error);

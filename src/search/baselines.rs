@@ -22,18 +22,20 @@ pub(crate) fn sample_unseen(
     n: usize,
 ) -> Vec<Vec<u32>> {
     let mut out = Vec::with_capacity(n);
-    // First draw only candidates that keep the constraints known before evaluation (the
-    // parameter count). Where those are too rare to find, the rest are drawn without the check
-    // and the search records them as infeasible.
+    // First draw only candidates that keep the constraints known before evaluation (such as the
+    // parameter count). A draw and its check take microseconds, so many are tried. Where such
+    // candidates are still too rare to find, the rest are drawn without the check and the
+    // search records them as infeasible.
+    let known = problem.has_known_constraints();
     for check_constraints in [true, false] {
-        let mut attempts = 64 * n + 256;
+        let mut attempts = if check_constraints && known { 20_000 * n + 256 } else { 64 * n + 256 };
         while out.len() < n && attempts > 0 {
             attempts -= 1;
             let choices = space.sample(rng);
             if seen.contains(&choices) || taken.contains(&choices) {
                 continue;
             }
-            if check_constraints && problem.has_known_constraints() && problem.known_violation(&space.candidate(&choices)).is_some() {
+            if check_constraints && known && problem.known_violation(&space.candidate(&choices)).is_some() {
                 continue;
             }
             taken.insert(choices.clone());

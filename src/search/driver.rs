@@ -91,7 +91,7 @@ pub fn run_search(
     }
     let settings = Settings::new(
         &*space,
-        evaluator.name(),
+        &*evaluator,
         &cfg.objectives,
         &cfg.constraints,
         cfg.strategy.name(),
@@ -247,8 +247,14 @@ fn check_metric_names(evaluator: &dyn Evaluator, problem: &Problem) -> crate::Re
     }
     for target in &problem.targets {
         if !known.contains(target) {
+            // The scaling-law loss is one option away for the evaluators that estimate quality.
+            let hint = if target == crate::eval::proxy::LOSS && known.iter().any(|k| k == crate::eval::proxy::DECODER_PARAMS) {
+                " (`loss` needs --quality scaling-law --train-tokens D)"
+            } else {
+                ""
+            };
             return Err(crate::Error::Invalid(format!(
-                "metric `{target}` is not returned by the {} evaluator, which returns: {}; fix the objective or constraint",
+                "metric `{target}` is not returned by the {} evaluator, which returns: {}; fix the objective or constraint{hint}",
                 evaluator.name(),
                 known.join(", ")
             )));
@@ -309,7 +315,7 @@ pub fn check_resumable(space: &dyn SearchSpace, evaluator: &dyn Evaluator, cfg: 
     check_metric_names(evaluator, &Problem::new(&cfg.objectives, &cfg.constraints))?;
     drop(lock_out_dir(dir, true)?);
     let settings =
-        Settings::new(space, evaluator.name(), &cfg.objectives, &cfg.constraints, cfg.strategy.name(), cfg.seed);
+        Settings::new(space, evaluator, &cfg.objectives, &cfg.constraints, cfg.strategy.name(), cfg.seed);
     settings.check_resume(&stored_settings(dir)?, dir)?;
     journal::load_history(dir, space).map(|history| history.len())
 }

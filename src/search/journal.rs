@@ -235,6 +235,11 @@ pub struct Settings {
     /// order change. Empty in directories written by older builds, where it is not checked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub features: Vec<String>,
+    /// The evaluator's settings that change its metrics (see
+    /// [`Evaluator::settings`](crate::eval::Evaluator::settings)). Absent in directories
+    /// written by older builds, where it is not checked.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub evaluator_settings: BTreeMap<String, String>,
 }
 
 impl Settings {
@@ -270,6 +275,23 @@ impl Settings {
         if stored.evaluator != self.evaluator {
             return Err(mismatch("evaluator", stored.evaluator.clone(), self.evaluator.clone()));
         }
+        if !stored.evaluator_settings.is_empty() && stored.evaluator_settings != self.evaluator_settings {
+            let show = |settings: &BTreeMap<String, String>, keys: &[&String]| {
+                keys.iter()
+                    .map(|k| format!("{k} {}", settings.get(*k).map(String::as_str).unwrap_or("(unset)")))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let mut keys: Vec<&String> = stored.evaluator_settings.keys().chain(self.evaluator_settings.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            keys.retain(|k| stored.evaluator_settings.get(*k) != self.evaluator_settings.get(*k));
+            return Err(mismatch(
+                "evaluator settings",
+                show(&stored.evaluator_settings, &keys),
+                show(&self.evaluator_settings, &keys),
+            ));
+        }
         if stored.objectives != self.objectives {
             return Err(mismatch("objectives", list(&stored.objectives), list(&self.objectives)));
         }
@@ -291,7 +313,7 @@ impl Settings {
     /// Builds the settings of a search.
     pub fn new(
         space: &dyn SearchSpace,
-        evaluator: &str,
+        evaluator: &dyn crate::eval::Evaluator,
         objectives: &[Objective],
         constraints: &[Constraint],
         strategy: &str,
@@ -301,12 +323,13 @@ impl Settings {
             format_version: 1,
             space: space.name().to_string(),
             space_size: space.count().to_string(),
-            evaluator: evaluator.to_string(),
+            evaluator: evaluator.name().to_string(),
             objectives: objectives.iter().map(|o| o.to_string()).collect(),
             constraints: constraints.iter().map(|c| c.to_string()).collect(),
             strategy: strategy.to_string(),
             seed,
             features: space.feature_names(),
+            evaluator_settings: evaluator.settings(),
         }
     }
 }

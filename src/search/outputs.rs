@@ -148,7 +148,10 @@ fn prediction_errors(problem: &Problem, history: &[EvalRecord], q: usize) -> Vec
                 mape.insert(target.clone(), errors.iter().sum::<f64>() / errors.len() as f64);
             }
         }
-        rounds.push(RoundError { round, n: chunk.len(), mape });
+        // A round without a surrogate prediction (every target exact) has nothing to report.
+        if !mape.is_empty() {
+            rounds.push(RoundError { round, n: chunk.len(), mape });
+        }
     }
     rounds
 }

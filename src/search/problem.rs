@@ -98,7 +98,7 @@ impl Problem {
             };
             metrics.insert(constraint.metric.clone(), value);
             if !constraint.is_satisfied(value) {
-                broken.push(format!("{} = {value} breaks {constraint}", constraint.metric));
+                broken.push(format!("{} = {} breaks {constraint}", constraint.metric, short_number(value)));
             }
         }
         if broken.is_empty() {
@@ -108,7 +108,7 @@ impl Problem {
         Some(EvalOutcome { status: Status::Infeasible, metrics, error: Some(error), elapsed_s: 0.0 })
     }
 
-    /// The value of `metric` for `arch` when it is known without evaluation.
+    /// Returns the value of `metric` for `arch` when it is known without evaluation.
     fn known_value(&self, metric: &str, arch: &crate::arch::Architecture) -> Option<f64> {
         match self.targets.iter().position(|t| t == metric).and_then(|t| self.exact[t].as_ref()) {
             Some(exact) => Some(exact.value(arch)),
@@ -159,6 +159,15 @@ impl Problem {
             })
             .sum();
         (violation, objective[0])
+    }
+}
+
+/// Formats `value` for a message: whole numbers in full, others to 6 decimal places.
+fn short_number(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e16 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.6}")
     }
 }
 

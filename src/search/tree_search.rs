@@ -59,8 +59,15 @@ pub(crate) fn select_space_features(space: &dyn SearchSpace, names: &[String]) -
     }
     let all = space.feature_names();
     let mut selection = Vec::with_capacity(names.len());
-    for (i, name) in names.iter().enumerate() {
-        if names[..i].contains(name) {
+    for (i, raw) in names.iter().enumerate() {
+        let name = raw.trim();
+        if name.is_empty() {
+            return Err(crate::Error::Invalid(format!(
+                "the surrogate feature list has an empty name at position {}; separate names with single commas",
+                i + 1
+            )));
+        }
+        if names[..i].iter().any(|n| n.trim() == name) {
             return Err(crate::Error::Invalid(format!("surrogate feature `{name}` is given twice; keep one")));
         }
         match all.iter().position(|n| n == name) {
@@ -163,14 +170,26 @@ impl Proposer for MctsProposer {
         if x.len() < self.initial {
             let mut taken = HashSet::new();
             let picks = sample_unseen(ctx.space, ctx.problem, ctx.seen, &mut taken, ctx.rng, n);
-            return Ok(picks.into_iter().map(|choices| Proposal { choices, source: "initial", predicted: None }).collect());
+            // Random draws that break a constraint known before evaluation would only spend the
+            // budget. From two results on, the tree, which scores such constraints exactly, looks
+            // for feasible candidates instead.
+            let wasteful = ctx.problem.has_known_constraints()
+                && picks.iter().any(|choices| ctx.problem.known_violation(&ctx.space.candidate(choices)).is_some());
+            if !wasteful || x.len() < 2 {
+                return Ok(picks.into_iter().map(|choices| Proposal { choices, source: "initial", predicted: None }).collect());
+            }
+            log::info!(
+                "random draws rarely keep the known constraints; the tree search starts after {} results instead of {}",
+                x.len(),
+                self.initial
+            );
         }
 
         if self.surrogate.is_none() {
             let mut names = if extra && !ctx.hooks.keep_space_features() {
                 Vec::new()
             } else if selection.is_some() {
-                self.space_features.clone()
+                self.space_features.iter().map(|n| n.trim().to_string()).collect()
             } else {
                 ctx.space.feature_names()
             };
@@ -189,6 +208,13 @@ impl Proposer for MctsProposer {
                 }
             };
             log::info!("surrogate: {} over {} features and {} targets", surrogate.name(), names.len(), ctx.problem.targets.len());
+            if selection.is_some() {
+                for (j, name) in names.iter().enumerate().take(x[0].len()) {
+                    if x.iter().all(|row| row[j] == x[0][j]) {
+                        log::warn!("surrogate feature `{name}` has the same value in all {} results so far, so it tells the surrogate nothing", x.len());
+                    }
+                }
+            }
             let exact = ctx.problem.exact_targets();
             if !exact.is_empty() {
                 log::info!("targets known before evaluation, scored exactly instead of predicted: {}", exact.join(", "));
