@@ -104,8 +104,14 @@ fn gpu_reuses_buffers_and_rejects_bad_batches() {
     let model = Ensemble::fit(&x, &y, names("x", d), names("y", 2), &cfg).unwrap();
     let mut gpu = model.gpu_scorer(&context).unwrap();
     let flat: Vec<f32> = x.iter().flatten().map(|&v| v as f32).collect();
+    assert!(gpu.last_dispatch().is_none());
 
+    let started = std::time::Instant::now();
     let big = gpu.score(&flat, 60).unwrap();
+    let wall = started.elapsed();
+    let times = gpu.last_dispatch().expect("the times of the dispatch");
+    assert!(times.prepare + times.wait + times.read_back <= wall, "{times:?} exceed the call's {wall:?}");
+    assert!(times.wait > std::time::Duration::ZERO, "{times:?}");
     let small = gpu.score(&flat[..2 * d], 2).unwrap();
     assert_eq!(small.mean[..], big.mean[..4], "a smaller batch after a larger one reads stale rows");
     assert!(gpu.score(&flat[..5], 1).is_err());

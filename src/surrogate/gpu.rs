@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use wgpu::util::DeviceExt;
 
@@ -94,6 +95,26 @@ pub struct GpuScorer {
     /// Maximum rows per dispatch that the device's limits allow.
     device_max_rows: usize,
     dispatches: u64,
+    last_dispatch: Option<DispatchTimes>,
+}
+
+/// The parts of one dispatch's wall time, as the host sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DispatchTimes {
+    /// Writing the parameters and inputs, encoding and submitting: host work.
+    pub prepare: Duration,
+    /// Waiting for the device to finish and the output to be mapped: device work plus the
+    /// driver's completion path.
+    pub wait: Duration,
+    /// Copying the mapped output into the prediction and unmapping: host work.
+    pub read_back: Duration,
+}
+
+impl DispatchTimes {
+    /// Returns the host's own share: preparing plus reading back, without the wait.
+    pub fn host(&self) -> Duration {
+        self.prepare + self.read_back
+    }
 }
 
 impl std::fmt::Debug for GpuScorer {
@@ -234,6 +255,7 @@ impl GpuScorer {
             max_rows_per_dispatch,
             device_max_rows: max_rows_per_dispatch,
             dispatches: 0,
+            last_dispatch: None,
         })
     }
 
@@ -299,6 +321,7 @@ impl GpuScorer {
     /// Scores `n` rows (at most `max_rows_per_dispatch`) in one dispatch into `mean` and `std`.
     fn dispatch(&mut self, x: &[f32], n: usize, mean: &mut [f32], std: &mut [f32]) -> Result<(), SurrogateError> {
         self.ensure_capacity(n);
+        let started = Instant::now();
         let batch = self.batch.as_ref().expect("ensure_capacity created the buffers");
         let t = self.base_params.n_targets as usize;
 
@@ -320,6 +343,7 @@ impl GpuScorer {
         encoder.copy_buffer_to_buffer(&batch.out, 0, &batch.staging, 0, out_bytes);
         let submission = self.queue.submit(Some(encoder.finish()));
         self.dispatches += 1;
+        let submitted = Instant::now();
 
         let slice = batch.staging.slice(..out_bytes);
         let (sender, receiver) = mpsc::channel();
@@ -333,6 +357,7 @@ impl GpuScorer {
             .recv()
             .map_err(|_| SurrogateError::Gpu("the GPU read-back callback never ran".into()))?
             .map_err(|e| SurrogateError::Gpu(format!("cannot map the surrogate output for reading: {e}")))?;
+        let mapped = Instant::now();
         {
             let view = slice.get_mapped_range().map_err(|e| SurrogateError::Gpu(format!("cannot read the surrogate output: {e}")))?;
             let values: &[f32] = bytemuck::cast_slice(&view);
@@ -340,7 +365,14 @@ impl GpuScorer {
             std.copy_from_slice(&values[n * t..2 * n * t]);
         }
         batch.staging.unmap();
+        self.last_dispatch = Some(DispatchTimes { prepare: submitted - started, wait: mapped - submitted, read_back: mapped.elapsed() });
         Ok(())
+    }
+
+    /// Returns where the time of the last dispatch went, or `None` before the first one. A
+    /// batch split over several dispatches reports its last part.
+    pub fn last_dispatch(&self) -> Option<DispatchTimes> {
+        self.last_dispatch
     }
 }
 

@@ -21,7 +21,7 @@ mod train;
 mod tests;
 
 pub use ensemble::{Ensemble, EnsembleConfig, Scaling, TargetTransform, FORMAT_VERSION};
-pub use gpu::{open_gpu, GpuScorer, WeightPrecision};
+pub use gpu::{open_gpu, DispatchTimes, GpuScorer, WeightPrecision};
 pub use mlp::{Activation, Dense, Mlp};
 pub use scorer::{CpuScorer, Prediction, Scorer};
 
