@@ -8,7 +8,7 @@
 
 use super::Global;
 use crate::device::{time_cpu, time_gpu_with_source, Backend, DType, GpuContext, GpuTensor, TimingSource};
-use crate::kernels::{activation, embedding, matmul, norm, rope, softmax};
+use crate::kernels::{activation, attention, embedding, matmul, norm, rope, softmax};
 use crate::stats::TimingStats;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -160,7 +160,7 @@ pub struct OpReport {
     pub max_abs_err: f64,
     pub max_rel_err: f64,
     /// Rows of the output compared with the reference (all rows unless the reference would
-    /// take too long).
+    /// take too long); for attention, whole sequences of the batch.
     pub checked_rows: usize,
 }
 
@@ -177,11 +177,6 @@ fn run_op(args: &OpArgs, global: &Global) -> crate::Result<()> {
     }
     if args.warmup < crate::device::timing::MIN_WARMUP {
         return Err(crate::Error::Invalid(format!("--warmup ({}) must be at least {}", args.warmup, crate::device::timing::MIN_WARMUP)));
-    }
-    if args.name == OpName::Attention {
-        return Err(crate::Error::Other(
-            "`bench op attention` is not available in this build yet: the attention kernels have not been merged".into(),
-        ));
     }
     let backend = Backend::resolve_for_measurement(global.backend)?;
     let report = measure_op(args, &backend)?;
@@ -227,9 +222,15 @@ fn print_report(report: &OpReport) {
     if let Some(gbps) = report.gbps {
         println!("throughput  {gbps:.2} GB/s");
     }
+    // Attention is checked whole sequence by whole sequence, the other ops row by row.
+    let checked = if report.op == "attention" {
+        super::plural(report.checked_rows, "sequence", "sequences")
+    } else {
+        super::plural(report.checked_rows, "row", "rows")
+    };
     println!(
-        "error       max abs {:.3e}  max rel {:.3e}  (vs the CPU reference, {} rows)",
-        report.max_abs_err, report.max_rel_err, report.checked_rows
+        "error       max abs {:.3e}  max rel {:.3e}  (vs the CPU reference, {checked})",
+        report.max_abs_err, report.max_rel_err
     );
 }
 
@@ -363,8 +364,49 @@ impl Problem {
                 let ids: Vec<u32> = (0..rows).map(|_| rng.random_range(0..args.vocab as u32)).collect();
                 (vec![as_stored(random(args.vocab * cols, &mut rng), dtype)], ids, rows, 2.0 * (rows * cols) as f64 * es + 4.0 * rows as f64)
             }
-            OpName::Attention => unreachable!("rejected before"),
+            OpName::Attention => {
+                let (batch, heads, head_dim) = (args.batch, args.heads, args.head_dim);
+                let kv_heads = args.kv_heads.unwrap_or(heads);
+                positive("batch", batch)?;
+                positive("heads", heads)?;
+                positive("kv-heads", kv_heads)?;
+                positive("head-dim", head_dim)?;
+                if heads % kv_heads != 0 {
+                    return Err(crate::Error::Invalid(format!(
+                        "--kv-heads ({kv_heads}) must divide --heads ({heads}); each key/value head serves a whole group of query heads"
+                    )));
+                }
+                // Keys and values span the sequence in prefill and the cache in decode.
+                let (queries, keys) = match args.mode {
+                    AttentionMode::Prefill => {
+                        positive("seq", args.seq)?;
+                        (args.seq, args.seq)
+                    }
+                    AttentionMode::Decode => {
+                        positive("cache", args.cache)?;
+                        (1, args.cache)
+                    }
+                };
+                put("batch", batch);
+                put(if args.mode == AttentionMode::Prefill { "seq" } else { "cache" }, keys);
+                put("heads", heads);
+                put("kv_heads", kv_heads);
+                put("head_dim", head_dim);
+                let q = as_stored(random(batch * queries * heads * head_dim, &mut rng), dtype);
+                let k = as_stored(random(batch * keys * kv_heads * head_dim, &mut rng), dtype);
+                let v = as_stored(random(batch * keys * kv_heads * head_dim, &mut rng), dtype);
+                // Two flops per multiply-add of q·k and of p·v, over the keys each query sees.
+                let seen = if args.mode == AttentionMode::Prefill { queries * (queries + 1) / 2 } else { keys };
+                let macs = batch * heads * seen * head_dim * 2;
+                // The f64 reference checks whole sequences, as many as fit the budget.
+                let checked = if macs <= FULL_CHECK_MACS { batch } else { (FULL_CHECK_MACS / (macs / batch)).clamp(1, batch) };
+                (vec![q, k, v], Vec::new(), checked, 2.0 * macs as f64)
+            }
         };
+        if args.name == OpName::Attention {
+            let mode = if args.mode == AttentionMode::Prefill { "prefill" } else { "decode" };
+            shape.insert("mode".into(), mode.into());
+        }
         Ok(Problem { op: args.name, dtype, shape, inputs, ids, checked_rows, work })
     }
 
@@ -397,7 +439,16 @@ impl Problem {
                 rope::cpu::rope_ref(&inputs[0], &self.ids, args.rows, args.cols / head_dim, head_dim, rope::cpu::ROPE_THETA)
             }
             OpName::Embedding => embedding::cpu::embedding_ref(&inputs[0], &self.ids, args.cols).expect("the ids are drawn below vocab"),
-            OpName::Attention => unreachable!("rejected before"),
+            OpName::Attention => {
+                // The first `checked_rows` sequences: every tensor is laid out sequence-major.
+                let (b, heads, kv_heads, head_dim) = (self.checked_rows, self.usize_of("heads"), self.usize_of("kv_heads"), self.usize_of("head_dim"));
+                let per_seq = |len: usize| len / args.batch * b;
+                let (q, k, v) = (&inputs[0][..per_seq(inputs[0].len())], &inputs[1][..per_seq(inputs[1].len())], &inputs[2][..per_seq(inputs[2].len())]);
+                match args.mode {
+                    AttentionMode::Prefill => attention::cpu::attention_prefill_ref(q, k, v, b, args.seq, heads, kv_heads, head_dim),
+                    AttentionMode::Decode => attention::cpu::attention_decode_ref(q, k, v, b, args.cache, heads, kv_heads, head_dim),
+                }
+            }
         }
     }
 
@@ -405,7 +456,8 @@ impl Problem {
         let expected = self.reference(args);
         let (max_abs_err, max_rel_err) = errors(&got[..expected.len()], &expected);
         let per_second = self.work / stats.median_ns;
-        let (gflops, gbps) = if self.op == OpName::Matmul { (Some(per_second), None) } else { (None, Some(per_second)) };
+        let compute_bound = matches!(self.op, OpName::Matmul | OpName::Attention);
+        let (gflops, gbps) = if compute_bound { (Some(per_second), None) } else { (None, Some(per_second)) };
         OpReport {
             op: op_label(self.op).to_string(),
             shape: self.shape.clone(),
@@ -505,7 +557,34 @@ impl Problem {
                 })?;
                 (stats, source, out)
             }
-            OpName::Attention => unreachable!("rejected before"),
+            OpName::Attention => {
+                let (batch, heads, kv_heads, head_dim) = (args.batch, self.usize_of("heads"), self.usize_of("kv_heads"), self.usize_of("head_dim"));
+                let q = upload(&inputs[0], &[inputs[0].len()])?;
+                let k = upload(&inputs[1], &[inputs[1].len()])?;
+                let v = upload(&inputs[2], &[inputs[2].len()])?;
+                let out = GpuTensor::empty(ctx, &[inputs[0].len()], dtype)?;
+                let (stats, source) = match args.mode {
+                    AttentionMode::Prefill => {
+                        let shape = attention::gpu::PrefillShape::causal(batch, args.seq, heads, kv_heads, head_dim);
+                        time_gpu_with_source(ctx, args.warmup, args.runs, |rec| attention::gpu::record_prefill(rec, &shape, &q, &k, &v, &out))?
+                    }
+                    AttentionMode::Decode => {
+                        let shape = attention::gpu::DecodeShape {
+                            batch,
+                            cache_len: args.cache,
+                            cache_capacity: args.cache,
+                            n_heads: heads,
+                            n_kv_heads: kv_heads,
+                            head_dim,
+                        };
+                        let scratch = attention::gpu::DecodeScratch::new(ctx, &shape)?;
+                        time_gpu_with_source(ctx, args.warmup, args.runs, |rec| {
+                            attention::gpu::record_decode(rec, &shape, &q, &k, &v, &out, &scratch)
+                        })?
+                    }
+                };
+                (stats, source, out)
+            }
         };
         let timing = match source {
             TimingSource::Timestamps => "timestamps",
@@ -582,7 +661,14 @@ impl Problem {
                 let stats = time_cpu(warmup, runs, || embedding::cpu::embedding(&mut out, &inputs[0], &self.ids, cols));
                 (stats, out)
             }
-            OpName::Attention => unreachable!("rejected before"),
+            OpName::Attention => {
+                let (batch, heads, kv_heads, head_dim) = (args.batch, self.usize_of("heads"), self.usize_of("kv_heads"), self.usize_of("head_dim"));
+                let run = || match args.mode {
+                    AttentionMode::Prefill => attention::cpu::attention_prefill(&inputs[0], &inputs[1], &inputs[2], batch, args.seq, heads, kv_heads, head_dim),
+                    AttentionMode::Decode => attention::cpu::attention_decode(&inputs[0], &inputs[1], &inputs[2], batch, args.cache, heads, kv_heads, head_dim),
+                };
+                (time_cpu(warmup, runs, run), run())
+            }
         };
         Ok(self.report(args, "cpu", stats, "cpu", &got))
     }
@@ -652,6 +738,34 @@ mod tests {
             assert!(report.gbps.unwrap() > 0.0, "{op}: {report:?}");
             assert!(report.max_rel_err < 1e-4, "{op}: {report:?}");
         }
+    }
+
+    #[test]
+    fn attention_reports_are_accurate() {
+        let gpu = crate::device::gpu_for_tests("attention_reports_are_accurate");
+        // Ragged lengths, grouped-query heads, and a batch whose reference check covers every sequence.
+        let cases = [
+            ("--mode prefill --batch 2 --seq 37 --heads 6 --kv-heads 2 --head-dim 64", 2),
+            ("--mode decode --batch 3 --cache 301 --heads 4 --kv-heads 1 --head-dim 32", 3),
+        ];
+        for (flags, sequences) in cases {
+            let args = op_args(&format!("alphanas bench op attention {flags}"));
+            let mut backends = vec![Backend::Cpu];
+            backends.extend(gpu.clone().map(Backend::Gpu));
+            for backend in &backends {
+                let report = measure_op(&args, backend).unwrap();
+                assert_eq!(report.checked_rows, sequences, "{flags}: {report:?}");
+                assert!(report.gflops.unwrap() > 0.0, "{flags}: {report:?}");
+                assert!(report.max_rel_err < 1e-4, "{flags}: {report:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn attention_rejects_uneven_head_groups() {
+        let args = op_args("alphanas bench op attention --heads 8 --kv-heads 3");
+        let err = measure_op(&args, &Backend::Cpu).unwrap_err().to_string();
+        assert!(err.contains("--kv-heads (3) must divide --heads (8)"), "{err}");
     }
 
     #[test]
