@@ -71,6 +71,11 @@ fn cpu_profile_continues_predicts_and_validates() {
     let output = alphanas("cpu").args(["predict", "--json", "--table"]).arg(&table).arg("--arch").arg(&arch).output().unwrap();
     let predicted: serde_json::Value = serde_json::from_str(&check(&output, "predict")).unwrap();
     assert!(predicted["predictions"][0]["raw_ms"].as_f64().unwrap() > 0.0);
+    // A context the model cannot take is rejected, as `bench model` rejects it.
+    let output = alphanas("cpu").args(["predict", "--seq", "65", "--table"]).arg(&table).arg("--arch").arg(&arch).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "--seq 65 was accepted");
+    assert!(stderr.contains("--seq (65) exceeds max_seq_len (64)"), "{stderr}");
 
     let output = alphanas("cpu")
         .args(["validate-cost", "--json", "--n", "3", "--calibrate", "2", "--save", "--table"])

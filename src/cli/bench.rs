@@ -23,8 +23,10 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchCommand {
     /// Time one kernel and check it against the CPU reference.
+    #[command(allow_negative_numbers = true)]
     Op(OpArgs),
     /// Time a whole forward pass (prefill or decode) of an architecture.
+    #[command(allow_negative_numbers = true)]
     Model(super::bench_model::ModelArgs),
 }
 
@@ -395,7 +397,7 @@ impl Problem {
                 let q = as_stored(random(batch * queries * heads * head_dim, &mut rng), dtype);
                 let k = as_stored(random(batch * keys * kv_heads * head_dim, &mut rng), dtype);
                 let v = as_stored(random(batch * keys * kv_heads * head_dim, &mut rng), dtype);
-                // Two flops per multiply-add of q·k and of p·v, over the keys each query sees.
+                // Two flops per multiply-add of q·k and of p·v, over the keys each query attends to.
                 let seen = if args.mode == AttentionMode::Prefill { queries * (queries + 1) / 2 } else { keys };
                 let macs = batch * heads * seen * head_dim * 2;
                 // The f64 reference checks whole sequences, as many as fit the budget.

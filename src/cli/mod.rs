@@ -72,14 +72,20 @@ pub enum Command {
     /// Time one kernel or a whole forward pass.
     Bench(bench::Args),
     /// Write a cost table of op latencies for this device.
+    #[command(allow_negative_numbers = true)]
     Profile(profile::Args),
     /// Predict a model's latency from a cost table.
+    #[command(allow_negative_numbers = true)]
     Predict(predict::Args),
     /// Measure random architectures and score a cost table's predictions.
+    #[command(allow_negative_numbers = true)]
     ValidateCost(predict::ValidateArgs),
     /// Train, apply and score surrogate models.
     Surrogate(surrogate::Args),
     /// Search for Pareto-optimal architectures (the main job).
+    // A negative number is then read as a value, so the message names it as invalid instead of
+    // as an unknown option.
+    #[command(allow_negative_numbers = true)]
     Search(search::Args),
     /// Write a Hugging Face config.json for an architecture.
     Export(export::Args),

@@ -61,6 +61,15 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
     let arch = Architecture::from_file(&args.arch)?;
     let batch = args.batch.unwrap_or(table.settings.batch);
     let seq = args.seq.unwrap_or(table.settings.seq);
+    // The same limit as `bench model`, which the predictions stand in for.
+    if seq > arch.max_seq_len {
+        return Err(Error::Invalid(format!(
+            "--seq ({seq}) exceeds max_seq_len ({}) of {}; use --seq {} or less",
+            arch.max_seq_len,
+            args.arch.display(),
+            arch.max_seq_len
+        )));
+    }
     let modes = match args.mode {
         Some(mode) => vec![mode],
         None => table.settings.modes.clone(),

@@ -171,6 +171,13 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
     // A resume takes the stored options of the runs before it, overridden by those given now.
     let (args, global, stored_command) = match &args.resume {
         Some(dir) => {
+            // Checked before the stored options are read, so a wrong folder gets one clear error.
+            if !dir.join("history.jsonl").is_file() {
+                return Err(crate::Error::Invalid(format!(
+                    "--resume {}: no history.jsonl there; give the --out folder of an earlier search",
+                    dir.display()
+                )));
+            }
             let resolved = super::resume::resolve(args, global, dir);
             // `cli::run` left the pool to this point, so build it even when resolving failed.
             super::init_pool(resolved.as_ref().map_or(global, |(_, merged, _)| merged));
