@@ -319,7 +319,9 @@ impl Architecture {
             Ok(arch) => {
                 de.end().map_err(|e| ArchError::Parse {
                     location: String::new(),
-                    message: format!("trailing characters after the object ({e})"),
+                    message: format!(
+                        "trailing characters after the object ({e}); a file holds one architecture, so split JSON lines (such as `alphanas space sample` output) into one file each"
+                    ),
                 })?;
                 Ok(arch)
             }

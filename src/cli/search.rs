@@ -191,6 +191,10 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
         log::warn!("--train-tokens is used only with --quality scaling-law; it has no effect with --quality {}", args.quality);
     }
     let (space, table) = build_space(args)?;
+    if table.is_none() {
+        // Checked here as well as in the search, so that a bad name leaves no output folder.
+        crate::search::tree_search::select_space_features(&*space, &args.features)?;
+    }
     let kind = match &args.evaluator {
         Some(name) => EvaluatorKind::parse(name)?,
         None if table.is_some() => EvaluatorKind::Table,

@@ -21,7 +21,7 @@ pub mod plot;
 mod problem;
 pub mod table_eval;
 pub mod table_features;
-mod tree_search;
+pub(crate) mod tree_search;
 
 pub use acquisition::Acquisition;
 pub use cost_feedback::{CostTableFeedback, MeasuredPass};
