@@ -253,6 +253,11 @@ fn median(values: &mut [f64]) -> f64 {
     }
 }
 
+/// Formats an evaluation count, or says that the level was not reached within the budget.
+fn reached(evaluations: Option<usize>) -> String {
+    evaluations.map_or_else(|| "not reached".to_string(), |n| format!("at evaluation {n}"))
+}
+
 /// Evaluations (1-based) until `trace` first reaches `level`, or `None` within the budget.
 fn evals_to_reach(trace: &[f64], level: f64) -> Option<usize> {
     trace.iter().position(|&v| v >= level).map(|i| i + 1)
@@ -332,10 +337,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 hits95.push(evals_to_reach(&report.hypervolume, 0.95 * true_volume));
                 hits99.push(evals_to_reach(&report.hypervolume, 0.99 * true_volume));
                 eprintln!(
-                    "{} seed {seed}: 95% at {:?}, 99% at {:?}, final {:.4} of true",
+                    "{} seed {seed}: 95% {}, 99% {}, final {:.4} of true",
                     strategy.name(),
-                    hits95.last().unwrap(),
-                    hits99.last().unwrap(),
+                    reached(*hits95.last().unwrap()),
+                    reached(*hits99.last().unwrap()),
                     report.hypervolume.last().copied().unwrap_or(0.0) / true_volume
                 );
             }
@@ -371,7 +376,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     r.outcome.metrics.get(QUALITY) == Some(&optimum)
                         && r.outcome.metrics.get(LATENCY).is_some_and(|&l| l <= LATENCY_LIMIT)
                 });
-                eprintln!("{} seed {seed}: optimum at {:?}", strategy.name(), found.map(|i| i + 1));
+                eprintln!("{} seed {seed}: optimum {}", strategy.name(), reached(found.map(|i| i + 1)));
                 hits.push(found.map(|i| i + 1));
             }
             let per_run = started.elapsed().as_secs_f64() / options.seeds.max(1) as f64;
