@@ -239,3 +239,23 @@ fn invalid_shapes_are_rejected() {
     let error = attention_decode(&ctx, &q, &kv, &kv, &shape, DType::F32).unwrap_err().to_string();
     assert!(error.contains("head_dim (300)"), "{error}");
 }
+
+/// A long prefill: exact on a GPU; on llvmpipe, whose loop budget it exceeds, a clear error
+/// instead of silently wrong values.
+#[test]
+fn long_prefill_checked_or_rejected() {
+    let Some(ctx) = gpu_for_tests("long_prefill_checked_or_rejected") else { return };
+    let (batch, seq, n_heads, head_dim) = (1, 515, 1, 64);
+    let q = random(batch * seq * n_heads * head_dim, 1.0, 41);
+    let k = random(batch * seq * n_heads * head_dim, 1.0, 42);
+    let v = random(batch * seq * n_heads * head_dim, 1.0, 43);
+    let shape = PrefillShape::causal(batch, seq, n_heads, n_heads, head_dim);
+    let result = attention_prefill(&ctx, &q, &k, &v, &shape, DType::F32);
+    if ctx.is_llvmpipe() {
+        let message = result.expect_err("llvmpipe would skip loop iterations").to_string();
+        assert!(message.contains("65535 in total"), "{message}");
+    } else {
+        let cpu = attention_prefill_ref(&q, &k, &v, batch, seq, n_heads, n_heads, head_dim);
+        assert_close("long prefill", &result.unwrap(), &cpu, DType::F32, 1.0);
+    }
+}

@@ -352,3 +352,29 @@ pub fn gpu_for_tests(test: &str) -> Option<Arc<GpuContext>> {
         }
     }
 }
+
+/// Total loop iterations llvmpipe (the driver behind lavapipe) lets one shader invocation run.
+/// Its counter is shared by every loop of a shader and stops them all when it runs out, so
+/// later iterations are skipped without an error (Mesa, `LP_MAX_TGSI_LOOP_ITERATIONS` in
+/// gallivm's `lp_bld_limits.h`). Kernels whose loops grow with a dimension check it with
+/// [`GpuContext::check_loop_budget`].
+pub const LLVMPIPE_LOOP_ITERATIONS: usize = 65_535;
+
+impl GpuContext {
+    /// Returns whether the adapter is llvmpipe, Mesa's CPU implementation (lavapipe).
+    pub fn is_llvmpipe(&self) -> bool {
+        self.info.name.contains("llvmpipe") || self.info.driver.contains("llvmpipe")
+    }
+
+    /// Rejects a dispatch whose invocations would each run `iterations` loop iterations on
+    /// llvmpipe, over 90% of [`LLVMPIPE_LOOP_ITERATIONS`], because its results would be wrong.
+    /// `what` names the work and `fix` the way out. Other adapters pass.
+    pub fn check_loop_budget(&self, what: &str, iterations: usize, fix: &str) -> Result<(), crate::Error> {
+        if !self.is_llvmpipe() || iterations <= LLVMPIPE_LOOP_ITERATIONS * 9 / 10 {
+            return Ok(());
+        }
+        Err(crate::Error::Invalid(format!(
+            "{what} needs about {iterations} loop iterations per shader invocation, more than llvmpipe (lavapipe) runs correctly: it stops each invocation after {LLVMPIPE_LOOP_ITERATIONS} in total and skips the rest silently; {fix}"
+        )))
+    }
+}

@@ -329,6 +329,16 @@ struct AppendParams {
     _pad: [u32; 3],
 }
 
+/// Returns the loop iterations one prefill invocation runs over `keys` keys: two loops over
+/// the head per key (scores, then values) plus the key loops themselves, and per tile of
+/// `block_k` keys the cooperative load and the rescaling. On Mesa 22.3.6 (lavapipe), head_dim
+/// 64 was correct up to 484 keys and wrong from 488. This gives 64,088 and 64,608 there, a few
+/// percent low, which the check's 10% margin covers.
+fn prefill_loop_iterations(keys: usize, head_dim: usize, block_k: usize) -> usize {
+    let tiles = keys.div_ceil(block_k);
+    2 * (head_dim + 1) * keys + tiles * (block_k * head_dim / PREFILL_QUERY_BLOCK + head_dim + 2) + 2 * head_dim
+}
+
 /// Records causal prefill attention. `q` and `out` are `[batch, n_q, n_heads, head_dim]`, `k`
 /// and `v` are `[batch, kv_capacity, n_kv_heads, head_dim]`, all of `q`'s dtype.
 pub fn record_prefill(rec: &mut Recorder<'_>, shape: &PrefillShape, q: &GpuTensor, k: &GpuTensor, v: &GpuTensor, out: &GpuTensor) -> Result<()> {
@@ -342,6 +352,12 @@ pub fn record_prefill(rec: &mut Recorder<'_>, shape: &PrefillShape, q: &GpuTenso
     check_tensor("attention prefill output", out, shape.q_len(), dtype)?;
 
     let block_k = prefill_block_k(ctx, dtype, padded_head_dim(shape.head_dim));
+    let iterations = prefill_loop_iterations(shape.kv_len, shape.head_dim, block_k as usize);
+    ctx.check_loop_budget(
+        &format!("causal prefill over {} keys with head_dim {}", shape.kv_len, shape.head_dim),
+        iterations,
+        "use --backend cpu, or shorter sequences",
+    )?;
     let kernel = ctx.kernel(&prefill_spec(dtype, shape.head_dim, block_k))?;
 
     let q_blocks = shape.n_q.div_ceil(PREFILL_QUERY_BLOCK);

@@ -31,6 +31,9 @@ struct MatvecParams {
 /// Rows and columns of C computed by one workgroup.
 pub const TILE: usize = 64;
 
+/// Depth of one K step of `shaders/matmul.wgsl` (its `TILE_K`).
+const TILE_K: usize = 16;
+
 #[repr(C)]
 #[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
@@ -96,6 +99,8 @@ pub fn record(
     if m <= MATVEC_MAX_ROWS {
         return record_matvec(rec, a, b, bias, out, m, n, k, transpose_b);
     }
+    // Each invocation steps over K in tiles of TILE_K, with a loop over the tile inside.
+    ctx.check_loop_budget(&format!("a matmul with k = {k}"), k.div_ceil(TILE_K) * (TILE_K + 1), "use --backend cpu")?;
     let kernel = ctx.kernel(&spec(dtype, transpose_b, bias.is_some()))?;
     let row_bytes = k.max(n) * dtype.size();
     let tiles_n = n.div_ceil(TILE);
