@@ -167,3 +167,27 @@ fn gpu_splits_batches_beyond_one_dispatch() {
     assert_close("split mean", &g.mean, &c.mean, &c.mean);
     assert_close("split std", &g.std, &c.std, &c.mean);
 }
+
+/// Wide members: exact on a GPU; on llvmpipe, whose loop budget they exceed, a clear error
+/// when the scorer is built instead of wrong scores.
+#[test]
+fn gpu_wide_members_checked_or_rejected() {
+    let Some(context) = context_or_skip("gpu_wide_members_checked_or_rejected") else { return };
+    let d = 3;
+    let (x, y) = data(40, d, 5);
+    let cfg = EnsembleConfig { members: 5, hidden: vec![512, 512], epochs: 1, ..Default::default() };
+    let model = Ensemble::fit(&x, &y, names("x", d), names("y", 2), &cfg).unwrap();
+    let flat: Vec<f32> = x.iter().flatten().map(|&v| v as f32).collect();
+    match model.gpu_scorer(&context) {
+        Ok(mut gpu) => {
+            assert!(!context.is_llvmpipe(), "llvmpipe cannot run 512-wide members correctly");
+            let got = gpu.score(&flat, 40).unwrap();
+            let cpu = model.predict(&flat, 40);
+            assert_close("wide members", &got.mean, &cpu.mean, &cpu.mean);
+        }
+        Err(e) => {
+            assert!(context.is_llvmpipe(), "{e}");
+            assert!(e.to_string().contains("loop iterations"), "{e}");
+        }
+    }
+}

@@ -181,6 +181,18 @@ impl GpuScorer {
                 limits.max_compute_workgroup_storage_size
             )));
         }
+        // Loop iterations of one invocation: per member, the input load, then per layer its
+        // share of the tile's outputs, each a loop over the layer's inputs; then the reduction.
+        let share = |values: u32| values.div_ceil(WORKGROUP_SIZE) as usize;
+        let per_member: usize = share(tile_rows * ensemble.n_features() as u32)
+            + members[0].layers.iter().map(|l| share(tile_rows * l.n_out as u32) * (l.n_in + 1) + 1).sum::<usize>();
+        let iterations = members.len() * (per_member + 1) + share(tile_rows * n_targets) * (2 * members.len() + 2);
+        ctx.check_loop_budget(
+            &format!("scoring {} members of hidden widths up to {max_width} in one invocation", members.len()),
+            iterations,
+            "score on the CPU (--backend cpu) or fit narrower or fewer members",
+        )
+        .map_err(|e| SurrogateError::Gpu(e.to_string()))?;
         let weight_words = pack_weights(&weights, precision);
         let weight_bytes = 4 * weight_words.len() as u64;
         if weight_bytes > limits.max_storage_buffer_binding_size {
