@@ -98,7 +98,7 @@ pub struct GpuScorer {
     last_dispatch: Option<DispatchTimes>,
 }
 
-/// The parts of one dispatch's wall time, as the host sees them.
+/// The parts of one dispatch's wall time, measured on the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DispatchTimes {
     /// Writing the parameters and inputs, encoding and submitting: host work.
@@ -181,8 +181,9 @@ impl GpuScorer {
                 limits.max_compute_workgroup_storage_size
             )));
         }
-        // Loop iterations of one invocation: per member, the input load, then per layer its
-        // share of the tile's outputs, each a loop over the layer's inputs; then the reduction.
+        // Loop iterations of one invocation. Per member it loads the inputs, then computes its
+        // share of each layer's outputs, each output a loop over the layer's inputs. The
+        // reduction over members comes last.
         let share = |values: u32| values.div_ceil(WORKGROUP_SIZE) as usize;
         let per_member: usize = share(tile_rows * ensemble.n_features() as u32)
             + members[0].layers.iter().map(|l| share(tile_rows * l.n_out as u32) * (l.n_in + 1) + 1).sum::<usize>();
