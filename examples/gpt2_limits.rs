@@ -11,7 +11,11 @@
 //! [PREFILL_BATCH] [PREFILL_SEQ]`. RUNS (default 3) is the number of timed runs of each mode
 //! after one warm-up, timed by wall clock (token upload, the recorded pass and the logits
 //! download). RUNS 0 runs each mode once without a warm-up and reports that cold pass. DTYPE
-//! is f32 (default) or f16. On lavapipe one full prefill takes minutes to hours.
+//! is f32 (default) or f16.
+//!
+//! On lavapipe the prefill is refused beyond about 440 tokens, because llvmpipe skips shader
+//! loop iterations past 65,535 per invocation and the results would be wrong (see "GPT-2 small
+//! limits" in docs/BENCHMARKS.md). The decode with a 4,096-token cache runs there.
 
 use std::sync::Arc;
 use std::time::Instant;
