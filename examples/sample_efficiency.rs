@@ -253,7 +253,7 @@ fn median(values: &mut [f64]) -> f64 {
     }
 }
 
-/// Formats an evaluation count, or says that the level was not reached within the budget.
+/// Formats an evaluation count, or reports that the level was not reached within the budget.
 fn reached(evaluations: Option<usize>) -> String {
     evaluations.map_or_else(|| "not reached".to_string(), |n| format!("at evaluation {n}"))
 }

@@ -449,7 +449,7 @@ fn search_rejects_unknown_space_feature() {
     let out = dir.path().join("run");
     let cases: [(&str, &str); 2] = [
         ("log_params,nope", "`nope` is not a feature of space llama; choose from: choice.n_layers"),
-        ("n_layers,n_layers", "`n_layers` is given twice"),
+        ("n_layers,n_layers", "--features names `n_layers` twice"),
     ];
     for (features, expected) in cases {
         let output = alphanas()
@@ -502,9 +502,11 @@ fn search_uses_exact_architecture_metrics() {
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
     let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["exact_targets"], serde_json::json!(["flops_per_token", "decoder_params"]));
     assert_eq!(summary["ok_over_constraint"].as_u64(), Some(0));
+
     let mut predicted = 0;
     for line in history_lines(&out) {
         let record: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -518,6 +520,7 @@ fn search_uses_exact_architecture_metrics() {
             }
             other => panic!("unexpected status {other}: {line}"),
         }
+
         // What the tree scored for a proposal is the exact value, not the surrogate's guess.
         if let Some(p) = record["predicted"].as_object() {
             if record["status"] == "ok" {
@@ -528,6 +531,7 @@ fn search_uses_exact_architecture_metrics() {
         }
     }
     assert!(predicted > 0, "no surrogate-guided proposal was evaluated");
+
     // Every target is exact, so no round has a prediction error to report.
     assert_eq!(summary["prediction_error"], serde_json::json!([]));
 }

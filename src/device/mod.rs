@@ -368,13 +368,13 @@ impl GpuContext {
 
     /// Rejects a dispatch whose invocations would each run `iterations` loop iterations on
     /// llvmpipe, over 90% of [`LLVMPIPE_LOOP_ITERATIONS`], because its results would be wrong.
-    /// `what` names the work and `fix` the way out. Other adapters pass.
-    pub fn check_loop_budget(&self, what: &str, iterations: usize, fix: &str) -> Result<(), crate::Error> {
+    /// `work` names the dispatch's work and `fix` the way out. Other adapters pass.
+    pub fn check_loop_budget(&self, work: &str, iterations: usize, fix: &str) -> Result<(), crate::Error> {
         if !self.is_llvmpipe() || iterations <= LLVMPIPE_LOOP_ITERATIONS * 9 / 10 {
             return Ok(());
         }
         Err(crate::Error::Invalid(format!(
-            "{what} needs about {iterations} loop iterations per shader invocation, more than llvmpipe (lavapipe) runs correctly: it stops each invocation after {LLVMPIPE_LOOP_ITERATIONS} in total and skips the rest silently; {fix}"
+            "{work} needs about {iterations} loop iterations per shader invocation, more than llvmpipe (lavapipe) runs correctly: it stops each invocation after {LLVMPIPE_LOOP_ITERATIONS} in total and skips the rest silently; {fix}"
         )))
     }
 }

@@ -93,7 +93,7 @@ impl ExactMetric {
         ExactMetric(Arc::new(f))
     }
 
-    /// The metric's value for `arch`.
+    /// Returns the metric's value for `arch`.
     pub fn value(&self, arch: &Architecture) -> f64 {
         (self.0)(arch)
     }

@@ -197,7 +197,7 @@ pub struct Tree<'a> {
 pub trait LeafScorer {
     /// Features of a complete candidate, appended to `out`.
     fn features(&self, choices: &[u32], out: &mut Vec<f32>);
-    /// Scores the rows of `features` in one surrogate call; `rows` holds the choices of each.
+    /// Scores the rows of `features` in one surrogate call. `rows` contains the choices of each.
     fn score(&mut self, features: &[f32], rows: &[Vec<u32>]) -> crate::Result<Prediction>;
     /// Reward of row `row` of `prediction`.
     fn reward(&self, prediction: &Prediction, row: usize) -> f64;

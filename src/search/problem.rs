@@ -40,7 +40,12 @@ impl Problem {
         self
     }
 
-    /// Names of the targets known exactly before evaluation.
+    /// Returns whether any target is known exactly before evaluation.
+    pub fn has_exact_targets(&self) -> bool {
+        self.exact.iter().any(Option::is_some)
+    }
+
+    /// Returns the names of the targets known exactly before evaluation.
     pub fn exact_targets(&self) -> Vec<&str> {
         self.targets.iter().zip(&self.exact).filter(|(_, e)| e.is_some()).map(|(t, _)| t.as_str()).collect()
     }

@@ -15,6 +15,26 @@ use crate::space::Candidate;
 /// space, where sizes and latencies spread multiplicatively.
 const LOG_RATIO: f64 = 10.0;
 
+/// Returns the `--features` names without surrounding spaces. An empty or repeated name is an
+/// error that calls the names `noun`s.
+pub(crate) fn trimmed_names<'a>(names: &'a [String], noun: &str) -> crate::Result<Vec<&'a str>> {
+    let mut out: Vec<&str> = Vec::with_capacity(names.len());
+    for (position, raw) in names.iter().enumerate() {
+        let name = raw.trim();
+        if name.is_empty() {
+            return Err(crate::Error::Invalid(format!(
+                "--features has an empty {noun} name at position {}; separate names with single commas",
+                position + 1
+            )));
+        }
+        if out.contains(&name) {
+            return Err(crate::Error::Invalid(format!("--features names `{name}` twice; name each {noun} once")));
+        }
+        out.push(name);
+    }
+    Ok(out)
+}
+
 /// [`SearchHooks`] that feed the surrogate chosen columns of each row instead of the
 /// decision encoding.
 ///
@@ -41,17 +61,7 @@ impl TableFeatures {
         let rows = space.len();
         let mut names = Vec::with_capacity(columns.len());
         let mut by_column: Vec<Vec<f64>> = Vec::with_capacity(columns.len());
-        for (position, raw) in columns.iter().enumerate() {
-            let name = raw.trim();
-            if name.is_empty() {
-                return Err(crate::Error::Invalid(format!(
-                    "--features has an empty column name at position {}; separate names with single commas",
-                    position + 1
-                )));
-            }
-            if columns[..position].iter().any(|c| c.trim() == name) {
-                return Err(crate::Error::Invalid(format!("--features names `{name}` twice; name each column once")));
-            }
+        for name in trimmed_names(columns, "column")? {
             if objectives.iter().any(|o| o == name) {
                 return Err(crate::Error::Invalid(format!(
                     "--features {name}: `{name}` is an objective, known only after an evaluation; name columns known beforehand, such as a parameter count"

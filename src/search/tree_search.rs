@@ -59,17 +59,7 @@ pub(crate) fn select_space_features(space: &dyn SearchSpace, names: &[String]) -
     }
     let all = space.feature_names();
     let mut selection = Vec::with_capacity(names.len());
-    for (i, raw) in names.iter().enumerate() {
-        let name = raw.trim();
-        if name.is_empty() {
-            return Err(crate::Error::Invalid(format!(
-                "the surrogate feature list has an empty name at position {}; separate names with single commas",
-                i + 1
-            )));
-        }
-        if names[..i].iter().any(|n| n.trim() == name) {
-            return Err(crate::Error::Invalid(format!("surrogate feature `{name}` is given twice; keep one")));
-        }
+    for name in super::table_features::trimmed_names(names, "feature")? {
         match all.iter().position(|n| n == name) {
             Some(position) => selection.push(position),
             None => {
@@ -115,8 +105,6 @@ struct SurrogateScorer<'a> {
     surrogate: &'a mut dyn Surrogate,
     acquisition: &'a Acquisition,
     problem: &'a Problem,
-    /// Whether any target is known exactly (see [`Problem::exact`]).
-    exact: bool,
 }
 
 impl LeafScorer for SurrogateScorer<'_> {
@@ -126,7 +114,7 @@ impl LeafScorer for SurrogateScorer<'_> {
 
     fn score(&mut self, features: &[f32], rows: &[Vec<u32>]) -> crate::Result<Prediction> {
         let mut prediction = self.surrogate.score(features, rows.len())?;
-        if self.exact {
+        if self.problem.has_exact_targets() {
             let t = prediction.n_targets;
             for (r, choices) in rows.iter().enumerate() {
                 let candidate = self.space.candidate(choices);
@@ -188,10 +176,12 @@ impl Proposer for MctsProposer {
         if self.surrogate.is_none() {
             let mut names = if extra && !ctx.hooks.keep_space_features() {
                 Vec::new()
-            } else if selection.is_some() {
-                self.space_features.iter().map(|n| n.trim().to_string()).collect()
             } else {
-                ctx.space.feature_names()
+                let all = ctx.space.feature_names();
+                match &selection {
+                    Some(selection) => selection.iter().map(|&i| all[i].clone()).collect(),
+                    None => all,
+                }
             };
             names.extend(extra_names);
             let made = ctx.hooks.make_surrogate(&names, &ctx.problem.targets, self.seed);
@@ -241,7 +231,6 @@ impl Proposer for MctsProposer {
                 surrogate: surrogate.as_mut(),
                 acquisition: &acquisition,
                 problem: ctx.problem,
-                exact: ctx.problem.exact.iter().any(Option::is_some),
             };
             let mut tree = Tree::new(ctx.space, self.settings.clone(), &self.priors);
             tree.run(self.simulations_per_round, &mut scorer, ctx.seen, ctx.rng, &mut |scored| {
