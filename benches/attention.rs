@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use alphanas::device::{gpu_for_tests, DType, GpuContext, GpuTensor, Recorder};
 use alphanas::kernels::attention::cpu;
-use alphanas::kernels::attention::gpu::{record_decode, record_prefill, DecodeScratch, DecodeShape, PrefillShape};
+use alphanas::kernels::attention::gpu::{record_decode, record_prefill, DecodeScratch, DecodeShape, PrefillScratch, PrefillShape};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
 
@@ -66,9 +66,10 @@ fn prefill(c: &mut Criterion) {
             let k_gpu = GpuTensor::from_f32(ctx, &k, &[k.len()], dtype).unwrap();
             let v_gpu = GpuTensor::from_f32(ctx, &v, &[v.len()], dtype).unwrap();
             let out = GpuTensor::empty(ctx, &[q.len()], dtype).unwrap();
+            let scratch = PrefillScratch::new(ctx, &shape, dtype).unwrap();
             group.bench_function(BenchmarkId::new(format!("gpu_{}", dtype.name()), &label), |bench| {
                 bench.iter_custom(|iterations| {
-                    time_recorded(ctx, iterations, |rec| record_prefill(rec, &shape, &q_gpu, &k_gpu, &v_gpu, &out).unwrap())
+                    time_recorded(ctx, iterations, |rec| record_prefill(rec, &shape, &q_gpu, &k_gpu, &v_gpu, &out, &scratch).unwrap())
                 })
             });
         }

@@ -14,10 +14,9 @@
 //! Run with `WGPU_BACKEND=vulkan cargo test --release --test attention_parity`; each test skips
 //! with a message when no GPU can be opened (fails with `ALPHANAS_REQUIRE_GPU=1`).
 
-use alphanas::device::gpu_for_tests;
+use alphanas::device::{gpu_for_tests, DType, GpuContext, GpuTensor, Recorder};
 use alphanas::kernels::attention::cpu::{attention_decode_ref, attention_prefill_ref};
-use alphanas::device::DType;
-use alphanas::kernels::attention::gpu::{attention_decode, attention_prefill, DecodeShape, PrefillShape};
+use alphanas::kernels::attention::gpu::{attention_decode, attention_prefill, record_prefill_passes, DecodeShape, PrefillScratch, PrefillShape};
 use rand::{Rng, SeedableRng};
 
 fn random(len: usize, magnitude: f32, seed: u64) -> Vec<f32> {
@@ -240,22 +239,116 @@ fn invalid_shapes_are_rejected() {
     assert!(error.contains("head_dim (300)"), "{error}");
 }
 
-/// A long prefill: exact on a GPU; on llvmpipe, whose loop budget it exceeds, a clear error
-/// instead of silently wrong values.
+/// A prefill of 1,100 keys at head_dim 64 matches the CPU on every adapter. On llvmpipe its
+/// loop budget allows one pass only about 440 keys, so this also covers the automatic split
+/// into key passes there.
 #[test]
-fn long_prefill_checked_or_rejected() {
-    let Some(ctx) = gpu_for_tests("long_prefill_checked_or_rejected") else { return };
-    let (batch, seq, n_heads, head_dim) = (1, 515, 1, 64);
+fn long_prefill_matches_cpu() {
+    let Some(ctx) = gpu_for_tests("long_prefill_matches_cpu") else { return };
+    let (batch, seq, n_heads, n_kv_heads, head_dim) = (1, 1100, 2, 1, 64);
     let q = random(batch * seq * n_heads * head_dim, 1.0, 41);
-    let k = random(batch * seq * n_heads * head_dim, 1.0, 42);
-    let v = random(batch * seq * n_heads * head_dim, 1.0, 43);
-    let shape = PrefillShape::causal(batch, seq, n_heads, n_heads, head_dim);
-    let result = attention_prefill(&ctx, &q, &k, &v, &shape, DType::F32);
+    let k = random(batch * seq * n_kv_heads * head_dim, 1.0, 42);
+    let v = random(batch * seq * n_kv_heads * head_dim, 1.0, 43);
+    let shape = PrefillShape::causal(batch, seq, n_heads, n_kv_heads, head_dim);
+    let gpu = attention_prefill(&ctx, &q, &k, &v, &shape, DType::F32).unwrap();
+    let cpu = attention_prefill_ref(&q, &k, &v, batch, seq, n_heads, n_kv_heads, head_dim);
+    assert_close("long prefill", &gpu, &cpu, DType::F32, 1.0);
+}
+
+/// Runs `shape` on the GPU with its keys split into passes of `pass_keys`.
+fn prefill_in_passes(ctx: &GpuContext, q: &[f32], k: &[f32], v: &[f32], shape: &PrefillShape, dtype: DType, pass_keys: usize) -> Vec<f32> {
+    let q_gpu = GpuTensor::from_f32(ctx, q, &[q.len()], dtype).unwrap();
+    let k_gpu = GpuTensor::from_f32(ctx, k, &[k.len()], dtype).unwrap();
+    let v_gpu = GpuTensor::from_f32(ctx, v, &[v.len()], dtype).unwrap();
+    let out = GpuTensor::empty(ctx, &[q.len()], dtype).unwrap();
+    let scratch = PrefillScratch::with_state(ctx, shape).unwrap();
+    let mut rec = Recorder::new(ctx);
+    record_prefill_passes(&mut rec, shape, &q_gpu, &k_gpu, &v_gpu, &out, &scratch, pass_keys).unwrap();
+    rec.submit().unwrap();
+    out.to_f32(ctx).unwrap()
+}
+
+/// Key passes give full causal attention on every prefill case. Passes of 13 keys (not a
+/// multiple of the K/V tile) run with ordinary scores. Passes of 64 run with entries of 20,
+/// whose scores in the hundreds overflow exp() in f32 unless the running max carried between
+/// passes rescales them; they stay within the tolerance's bound of 1e3.
+#[test]
+fn prefill_in_key_passes_matches_cpu() {
+    let Some(ctx) = gpu_for_tests("prefill_in_key_passes_matches_cpu") else { return };
+    for dtype in dtypes(&ctx) {
+        for (i, &(batch, seq, n_heads, n_kv_heads, head_dim)) in PREFILL_CASES.iter().enumerate() {
+            for (pass_keys, magnitude) in [(13, 1.0), (64, 20.0)] {
+                let seed = 300 + 10 * i as u64;
+                let q = round_to_dtype(&random(batch * seq * n_heads * head_dim, magnitude, seed), dtype);
+                let k = round_to_dtype(&random(batch * seq * n_kv_heads * head_dim, magnitude, seed + 1), dtype);
+                let v = round_to_dtype(&random(batch * seq * n_kv_heads * head_dim, 1.0, seed + 2), dtype);
+                let shape = PrefillShape::causal(batch, seq, n_heads, n_kv_heads, head_dim);
+                let gpu = prefill_in_passes(&ctx, &q, &k, &v, &shape, dtype, pass_keys);
+                let cpu = attention_prefill_ref(&q, &k, &v, batch, seq, n_heads, n_kv_heads, head_dim);
+                assert_close(&format!("prefill {:?} in passes of {pass_keys}", PREFILL_CASES[i]), &gpu, &cpu, dtype, 1.0);
+            }
+        }
+    }
+}
+
+/// A chunk of queries at positions 40.. whose first pass (keys 0..16) lies wholly before
+/// them and whose later pass boundaries fall among them: the queries pick up the earlier
+/// keys' state and rows past kv_len (garbage) are ignored.
+#[test]
+fn chunked_prefill_in_key_passes_matches_cpu() {
+    let Some(ctx) = gpu_for_tests("chunked_prefill_in_key_passes_matches_cpu") else { return };
+    let (batch, total, n_heads, n_kv_heads, head_dim) = (2, 90, 3, 1, 20);
+    let (offset, capacity) = (40, 100);
+    let q_full = random(batch * total * n_heads * head_dim, 1.0, 51);
+    let k_full = random(batch * total * n_kv_heads * head_dim, 1.0, 52);
+    let v_full = random(batch * total * n_kv_heads * head_dim, 1.0, 53);
+    let expected_full = attention_prefill_ref(&q_full, &k_full, &v_full, batch, total, n_heads, n_kv_heads, head_dim);
+
+    let (q_row, kv_row) = (n_heads * head_dim, n_kv_heads * head_dim);
+    let (mut q, mut expected) = (Vec::new(), Vec::new());
+    let mut k = vec![1e4f32; batch * capacity * kv_row];
+    let mut v = vec![1e4f32; batch * capacity * kv_row];
+    for b in 0..batch {
+        q.extend_from_slice(&q_full[(b * total + offset) * q_row..(b + 1) * total * q_row]);
+        expected.extend_from_slice(&expected_full[(b * total + offset) * q_row..(b + 1) * total * q_row]);
+        let dst = b * capacity * kv_row;
+        k[dst..dst + total * kv_row].copy_from_slice(&k_full[b * total * kv_row..(b + 1) * total * kv_row]);
+        v[dst..dst + total * kv_row].copy_from_slice(&v_full[b * total * kv_row..(b + 1) * total * kv_row]);
+    }
+    let n_q = total - offset;
+    let shape = PrefillShape { batch, n_q, kv_len: total, kv_capacity: capacity, n_heads, n_kv_heads, head_dim, q_offset: offset };
+    let gpu = prefill_in_passes(&ctx, &q, &k, &v, &shape, DType::F32, 16);
+    assert_close("chunked prefill in passes of 16", &gpu, &expected, DType::F32, 1.0);
+}
+
+/// Several passes with placeholder scratch are rejected with the fix. On llvmpipe, passes
+/// longer than its loop budget are rejected instead of returning wrong values.
+#[test]
+fn prefill_passes_are_checked() {
+    let Some(ctx) = gpu_for_tests("prefill_passes_are_checked") else { return };
+    let short = PrefillShape::causal(1, 40, 2, 2, 64);
+    let placeholder = PrefillScratch::new(&ctx, &short, DType::F32).unwrap();
+    let q = GpuTensor::zeros(&ctx, &[40 * 2 * 64], DType::F32).unwrap();
+    let out = GpuTensor::empty(&ctx, &[40 * 2 * 64], DType::F32).unwrap();
+    let mut rec = Recorder::new(&ctx);
+    let error = record_prefill_passes(&mut rec, &short, &q, &q, &q, &out, &placeholder, 16).unwrap_err().to_string();
+    assert!(error.contains("3 key passes"), "{error}");
+    assert!(error.contains("allocate the scratch from this shape"), "{error}");
+
+    let long = PrefillShape::causal(1, 1000, 1, 1, 64);
+    let scratch = PrefillScratch::with_state(&ctx, &long).unwrap();
+    let data = random(1000 * 64, 1.0, 61);
+    let tensor = GpuTensor::from_f32(&ctx, &data, &[data.len()], DType::F32).unwrap();
+    let out = GpuTensor::empty(&ctx, &[data.len()], DType::F32).unwrap();
+    let mut rec = Recorder::new(&ctx);
+    let result = record_prefill_passes(&mut rec, &long, &tensor, &tensor, &tensor, &out, &scratch, 1000);
     if ctx.is_llvmpipe() {
         let message = result.expect_err("llvmpipe would skip loop iterations").to_string();
         assert!(message.contains("65535 in total"), "{message}");
     } else {
-        let cpu = attention_prefill_ref(&q, &k, &v, batch, seq, n_heads, n_heads, head_dim);
-        assert_close("long prefill", &result.unwrap(), &cpu, DType::F32, 1.0);
+        result.unwrap();
+        rec.submit().unwrap();
+        let cpu = attention_prefill_ref(&data, &data, &data, 1, 1000, 1, 1, 64);
+        assert_close("one pass of 1000 keys", &out.to_f32(&ctx).unwrap(), &cpu, DType::F32, 1.0);
     }
 }

@@ -146,6 +146,29 @@ fn chunked_prefill_matches_cpu() {
     assert!(error <= bound(DType::F32), "decode after chunked prefill differs by {error:e}");
 }
 
+/// A prefill of 700 tokens at head_dim 64, in two chunks of 350, matches the CPU. On llvmpipe
+/// the second chunk attends over more keys than one pass of its loop budget covers (about
+/// 440), so the model must switch that layer's attention to key passes with state scratch.
+#[test]
+fn long_prefill_matches_cpu() {
+    let Some(ctx) = gpu_for_tests("long_prefill_matches_cpu") else { return };
+    let text = r#"{"vocab_size": 50, "max_seq_len": 768, "d_model": 128, "n_layers": 2, "n_heads": 2,
+        "n_kv_heads": 1, "d_ff": 96, "ffn": "gelu", "norm": "layernorm", "pos": "learned"}"#;
+    let arch = Architecture::from_json(text).unwrap();
+    let weights = Weights::random(&arch, SEED).unwrap();
+    let mut gpu = GpuModel::new(Arc::clone(&ctx), &weights, DType::F32).unwrap();
+    gpu.set_max_chunk_tokens(Some(350));
+    let mut cpu = CpuModel::with_kernels(weights, KernelMode::Reference);
+    let (batch, seq) = (1, 700);
+    let tokens = random_tokens(batch * seq, arch.vocab_size as usize, SEED);
+    let mut cpu_cache = cpu.new_cache(batch, seq).unwrap();
+    let mut gpu_cache = gpu.new_cache(batch, seq).unwrap();
+    let expected = cpu.prefill(&tokens, batch, seq, &mut cpu_cache).unwrap();
+    let actual = gpu.prefill(&tokens, batch, seq, &mut gpu_cache).unwrap();
+    let error = relative_error(&actual, &expected);
+    assert!(error <= bound(DType::F32), "prefill of {seq} tokens: logits differ by {error:e}");
+}
+
 #[test]
 fn bench_gpu_reports_latency_and_memory() {
     let Some(ctx) = gpu_for_tests("bench_gpu_reports_latency_and_memory") else { return };

@@ -568,7 +568,10 @@ impl Problem {
                 let (stats, source) = match args.mode {
                     AttentionMode::Prefill => {
                         let shape = attention::gpu::PrefillShape::causal(batch, args.seq, heads, kv_heads, head_dim);
-                        time_gpu_with_source(ctx, args.warmup, args.runs, |rec| attention::gpu::record_prefill(rec, &shape, &q, &k, &v, &out))?
+                        let scratch = attention::gpu::PrefillScratch::new(ctx, &shape, dtype)?;
+                        time_gpu_with_source(ctx, args.warmup, args.runs, |rec| {
+                            attention::gpu::record_prefill(rec, &shape, &q, &k, &v, &out, &scratch)
+                        })?
                     }
                     AttentionMode::Decode => {
                         let shape = attention::gpu::DecodeShape {

@@ -142,7 +142,8 @@ impl GpuOpTimer {
                 let q = self.tensor(batch * seq * n_heads * head_dim)?;
                 let (k, v) = (self.tensor(batch * seq * n_kv_heads * head_dim)?, self.tensor(batch * seq * n_kv_heads * head_dim)?);
                 let out = self.empty(batch * seq * n_heads * head_dim)?;
-                self.time_reps(warmup, runs, |rec, _| attention::record_prefill(rec, &shape, &q, &k, &v, &out))
+                let scratch = attention::PrefillScratch::new(&self.ctx, &shape, self.device_dtype)?;
+                self.time_reps(warmup, runs, |rec, _| attention::record_prefill(rec, &shape, &q, &k, &v, &out, &scratch))
             }
             OpKind::AttentionDecode => {
                 let (batch, cache_len, n_heads, n_kv_heads, head_dim) = (d[0], d[1], d[2], d[3], d[4]);

@@ -366,11 +366,18 @@ impl GpuContext {
         self.info.name.contains("llvmpipe") || self.info.driver.contains("llvmpipe")
     }
 
-    /// Rejects a dispatch whose invocations would each run `iterations` loop iterations on
-    /// llvmpipe, over 90% of [`LLVMPIPE_LOOP_ITERATIONS`], because its results would be wrong.
-    /// `work` names the dispatch's work and `fix` the way out. Other adapters pass.
+    /// Loop iterations one shader invocation may run here: 90% of
+    /// [`LLVMPIPE_LOOP_ITERATIONS`] on llvmpipe (the margin covers loops a kernel's count
+    /// misses), and `None` (no bound) on other adapters.
+    pub fn loop_budget(&self) -> Option<usize> {
+        self.is_llvmpipe().then_some(LLVMPIPE_LOOP_ITERATIONS * 9 / 10)
+    }
+
+    /// Rejects a dispatch whose invocations would each run more than [`Self::loop_budget`]
+    /// loop iterations, because llvmpipe's results would be wrong. `work` names the dispatch's
+    /// work and `fix` the way out. Adapters without a budget pass.
     pub fn check_loop_budget(&self, work: &str, iterations: usize, fix: &str) -> Result<(), crate::Error> {
-        if !self.is_llvmpipe() || iterations <= LLVMPIPE_LOOP_ITERATIONS * 9 / 10 {
+        if self.loop_budget().is_none_or(|budget| iterations <= budget) {
             return Ok(());
         }
         Err(crate::Error::Invalid(format!(

@@ -141,6 +141,8 @@ struct Workspace {
     tensors: HashMap<(&'static str, usize, usize), GpuTensor>,
     /// Keyed by (partials, head_dim).
     decode_scratch: HashMap<(usize, usize), attention::DecodeScratch>,
+    /// Keyed by (query rows across heads, head_dim).
+    prefill_scratch: HashMap<(usize, usize), attention::PrefillScratch>,
 }
 
 impl Workspace {
@@ -155,8 +157,9 @@ impl Workspace {
 
     fn bytes(&self) -> u64 {
         let tensors: u64 = self.tensors.values().map(allocated).sum();
-        let scratch: u64 = self.decode_scratch.values().map(attention::DecodeScratch::allocated_bytes).sum();
-        tensors + scratch
+        let decode: u64 = self.decode_scratch.values().map(attention::DecodeScratch::allocated_bytes).sum();
+        let prefill: u64 = self.prefill_scratch.values().map(attention::PrefillScratch::allocated_bytes).sum();
+        tensors + decode + prefill
     }
 }
 
@@ -597,7 +600,11 @@ impl GpuModel {
                     head_dim: layer.head_dim,
                     q_offset: step.past,
                 };
-                attention::record_prefill(rec, &shape, &q, &cache.k[index], &cache.v[index], &attn)?;
+                let key = (shape.batch * shape.n_q * shape.n_heads, shape.head_dim);
+                if !ws.prefill_scratch.get(&key).is_some_and(|scratch| scratch.fits(&ctx, &shape, dtype)) {
+                    ws.prefill_scratch.insert(key, attention::PrefillScratch::new(&ctx, &shape, dtype)?);
+                }
+                attention::record_prefill(rec, &shape, &q, &cache.k[index], &cache.v[index], &attn, &ws.prefill_scratch[&key])?;
             } else {
                 let shape = DecodeShape {
                     batch: step.batch,

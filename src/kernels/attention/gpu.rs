@@ -36,7 +36,8 @@ pub const PREFILL_SHADER: &str = include_str!("../../../shaders/attention_prefil
 pub const DECODE_SHADER: &str = include_str!("../../../shaders/attention_decode.wgsl");
 pub const KV_APPEND_SHADER: &str = include_str!("../../../shaders/attention_kv_append.wgsl");
 
-const PREFILL_BINDINGS: &[Access] = &[Access::Read, Access::Read, Access::Read, Access::ReadWrite];
+/// q, k, v, out, acc_state, ml_state.
+const PREFILL_BINDINGS: &[Access] = &[Access::Read, Access::Read, Access::Read, Access::ReadWrite, Access::ReadWrite, Access::ReadWrite];
 /// Both decode entry points share one layout: q, k_cache, v_cache, out, part_o, part_ml.
 const DECODE_BINDINGS: &[Access] = &[Access::Read, Access::Read, Access::Read, Access::ReadWrite, Access::ReadWrite, Access::ReadWrite];
 const APPEND_BINDINGS: &[Access] = &[Access::Read, Access::Read, Access::ReadWrite, Access::ReadWrite];
@@ -73,6 +74,11 @@ impl PrefillShape {
 
     fn q_len(&self) -> usize {
         self.batch * self.n_q * self.n_heads * self.head_dim
+    }
+
+    /// Query rows across heads: one online-softmax state each.
+    fn state_rows(&self) -> usize {
+        self.batch * self.n_q * self.n_heads
     }
 
     fn kv_elements(&self) -> usize {
@@ -200,6 +206,56 @@ impl DecodeScratch {
     }
 }
 
+/// The online-softmax state a prefill carries between key passes (see
+/// [`record_prefill_passes`]): unnormalised outputs `[batch * n_q * n_heads, head_dim]` and
+/// (max, sum) pairs `[batch * n_q * n_heads, 2]`, both f32 whatever the model's dtype. A
+/// prefill that runs in one pass binds one-element placeholders instead.
+#[derive(Debug)]
+pub struct PrefillScratch {
+    acc: GpuTensor,
+    ml: GpuTensor,
+    /// Query rows of state; 0 for the placeholders.
+    rows: usize,
+    head_dim: usize,
+}
+
+impl PrefillScratch {
+    /// Scratch for `shape` in `dtype` on this device: state buffers when the device splits its
+    /// keys into several passes (llvmpipe, for long sequences), placeholders otherwise.
+    pub fn new(ctx: &GpuContext, shape: &PrefillShape, dtype: DType) -> Result<Self> {
+        if prefill_passes(shape.kv_len, default_pass_keys(ctx, dtype, shape.head_dim)) > 1 {
+            Self::with_state(ctx, shape)
+        } else {
+            let acc = GpuTensor::empty(ctx, &[1], DType::F32)?;
+            let ml = GpuTensor::empty(ctx, &[1], DType::F32)?;
+            Ok(PrefillScratch { acc, ml, rows: 0, head_dim: shape.head_dim })
+        }
+    }
+
+    /// Scratch with state buffers for `shape`, for any number of key passes.
+    pub fn with_state(ctx: &GpuContext, shape: &PrefillShape) -> Result<Self> {
+        let rows = shape.state_rows();
+        let acc = GpuTensor::empty(ctx, &[rows, shape.head_dim], DType::F32)?;
+        let ml = GpuTensor::empty(ctx, &[rows, 2], DType::F32)?;
+        Ok(PrefillScratch { acc, ml, rows, head_dim: shape.head_dim })
+    }
+
+    /// Returns whether this scratch serves `shape` in `dtype` on this device as it is.
+    pub fn fits(&self, ctx: &GpuContext, shape: &PrefillShape, dtype: DType) -> bool {
+        let passes = prefill_passes(shape.kv_len, default_pass_keys(ctx, dtype, shape.head_dim));
+        passes == 1 || self.holds_state_for(shape)
+    }
+
+    fn holds_state_for(&self, shape: &PrefillShape) -> bool {
+        self.head_dim == shape.head_dim && self.rows >= shape.state_rows()
+    }
+
+    /// Bytes of the device buffers behind the scratch.
+    pub fn allocated_bytes(&self) -> u64 {
+        self.acc.buffer().size() + self.ml.buffer().size()
+    }
+}
+
 /// Shape of one K/V append: `n_new` rows per sequence of `row` elements (`n_kv_heads *
 /// head_dim`) written after the first `offset` rows of a cache of `capacity` rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -299,8 +355,15 @@ struct PrefillParams {
     scale: f32,
     q_blocks: u32,
     n_workgroups: u32,
-    _pad: u32,
+    kv_start: u32,
+    kv_stop: u32,
+    flags: u32,
+    _pad: [u32; 2],
 }
+
+/// `PrefillParams::flags` bits (the shader's FIRST and LAST).
+const PASS_FIRST: u32 = 1;
+const PASS_LAST: u32 = 2;
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -330,18 +393,76 @@ struct AppendParams {
 }
 
 /// Returns the loop iterations one prefill invocation runs over `keys` keys: two loops over
-/// the head per key (scores, then values) plus the key loops themselves, and per tile of
-/// `block_k` keys the cooperative load and the rescaling. On Mesa 22.3.6 (lavapipe), head_dim
-/// 64 was correct up to 484 keys and wrong from 488. This gives 64,088 and 64,608 there, a few
-/// percent low, which the check's 10% margin covers.
+/// the head per key (scores, then values) plus the key loops themselves, per tile of `block_k`
+/// keys the cooperative load and the rescaling, and three loops over the head (query load,
+/// state load, store). On Mesa 22.3.6 (lavapipe), a single pass at head_dim 64 was correct up
+/// to 484 keys and wrong from 488, before the state loops existed. Counting two loops over the
+/// head, as that kernel had, this gives 64,088 and 64,608 there, a few percent low, which the
+/// loop budget's 10% margin covers.
 fn prefill_loop_iterations(keys: usize, head_dim: usize, block_k: usize) -> usize {
     let tiles = keys.div_ceil(block_k);
-    2 * (head_dim + 1) * keys + tiles * (block_k * head_dim / PREFILL_QUERY_BLOCK + head_dim + 2) + 2 * head_dim
+    2 * (head_dim + 1) * keys + tiles * (block_k * head_dim / PREFILL_QUERY_BLOCK + head_dim + 2) + 3 * head_dim
+}
+
+/// Returns the keys one prefill pass may cover on this device. That is all of them
+/// (`usize::MAX`) unless the device bounds loop iterations per invocation
+/// ([`GpuContext::loop_budget`]). Then it is the most keys within that bound, rounded down to a
+/// multiple of the K/V tile where one tile fits, and at least 1. Recording rejects a head too
+/// wide for even one key.
+fn default_pass_keys(ctx: &GpuContext, dtype: DType, head_dim: usize) -> usize {
+    let Some(budget) = ctx.loop_budget() else {
+        return usize::MAX;
+    };
+    let block_k = prefill_block_k(ctx, dtype, padded_head_dim(head_dim)) as usize;
+    let fits = |keys: usize| prefill_loop_iterations(keys, head_dim, block_k) <= budget;
+    if fits(block_k) {
+        let mut keys = block_k;
+        while fits(keys + block_k) {
+            keys += block_k;
+        }
+        keys
+    } else {
+        (1..block_k).rev().find(|&keys| fits(keys)).unwrap_or(1)
+    }
+}
+
+/// Returns the number of key passes over `kv_len` keys of at most `pass_keys` each.
+fn prefill_passes(kv_len: usize, pass_keys: usize) -> usize {
+    kv_len.div_ceil(pass_keys).max(1)
 }
 
 /// Records causal prefill attention. `q` and `out` are `[batch, n_q, n_heads, head_dim]`, `k`
-/// and `v` are `[batch, kv_capacity, n_kv_heads, head_dim]`, all of `q`'s dtype.
-pub fn record_prefill(rec: &mut Recorder<'_>, shape: &PrefillShape, q: &GpuTensor, k: &GpuTensor, v: &GpuTensor, out: &GpuTensor) -> Result<()> {
+/// and `v` are `[batch, kv_capacity, n_kv_heads, head_dim]`, all of `q`'s dtype. The keys run
+/// in one pass, or on llvmpipe in as many as its loop budget needs, with the state between
+/// passes in `scratch` (from [`PrefillScratch::new`] for this shape).
+pub fn record_prefill(
+    rec: &mut Recorder<'_>,
+    shape: &PrefillShape,
+    q: &GpuTensor,
+    k: &GpuTensor,
+    v: &GpuTensor,
+    out: &GpuTensor,
+    scratch: &PrefillScratch,
+) -> Result<()> {
+    let pass_keys = default_pass_keys(rec.ctx(), q.dtype(), shape.head_dim);
+    record_prefill_passes(rec, shape, q, k, v, out, scratch, pass_keys)
+}
+
+/// [`record_prefill`] with the keys split into passes of at most `pass_keys` each, dispatched
+/// back to back, for example to test the passes on a device that needs only one. `scratch`
+/// must contain state for `shape` (see [`PrefillScratch::with_state`]) when there is more
+/// than one pass.
+#[allow(clippy::too_many_arguments)]
+pub fn record_prefill_passes(
+    rec: &mut Recorder<'_>,
+    shape: &PrefillShape,
+    q: &GpuTensor,
+    k: &GpuTensor,
+    v: &GpuTensor,
+    out: &GpuTensor,
+    scratch: &PrefillScratch,
+    pass_keys: usize,
+) -> Result<()> {
     shape.validate()?;
     let ctx = rec.ctx();
     let dtype = q.dtype();
@@ -350,13 +471,26 @@ pub fn record_prefill(rec: &mut Recorder<'_>, shape: &PrefillShape, q: &GpuTenso
     check_tensor("attention prefill keys", k, shape.kv_elements(), dtype)?;
     check_tensor("attention prefill values", v, shape.kv_elements(), dtype)?;
     check_tensor("attention prefill output", out, shape.q_len(), dtype)?;
+    if pass_keys == 0 {
+        return Err(Error::Invalid("attention prefill needs at least 1 key per pass".into()));
+    }
+    let passes = prefill_passes(shape.kv_len, pass_keys);
+    if passes > 1 && !scratch.holds_state_for(shape) {
+        return Err(Error::Invalid(format!(
+            "attention prefill runs in {passes} key passes and needs state for {} query rows of head_dim {}, but its scratch has room for {} of head_dim {}; allocate the scratch from this shape",
+            shape.state_rows(),
+            shape.head_dim,
+            scratch.rows,
+            scratch.head_dim
+        )));
+    }
 
     let block_k = prefill_block_k(ctx, dtype, padded_head_dim(shape.head_dim));
-    let iterations = prefill_loop_iterations(shape.kv_len, shape.head_dim, block_k as usize);
+    let iterations = prefill_loop_iterations(pass_keys.min(shape.kv_len), shape.head_dim, block_k as usize);
     ctx.check_loop_budget(
-        &format!("causal prefill over {} keys with head_dim {}", shape.kv_len, shape.head_dim),
+        &format!("causal prefill over passes of {} keys with head_dim {}", pass_keys.min(shape.kv_len), shape.head_dim),
         iterations,
-        "use --backend cpu, or shorter sequences",
+        "use --backend cpu, or a smaller head_dim",
     )?;
     let kernel = ctx.kernel(&prefill_spec(dtype, shape.head_dim, block_k))?;
 
@@ -374,9 +508,20 @@ pub fn record_prefill(rec: &mut Recorder<'_>, shape: &PrefillShape, q: &GpuTenso
         scale: 1.0 / (shape.head_dim as f32).sqrt(),
         q_blocks: q_blocks as u32,
         n_workgroups,
-        _pad: 0,
+        kv_start: 0,
+        kv_stop: 0,
+        flags: 0,
+        _pad: [0; 2],
     };
-    rec.dispatch(&kernel, &params, &[q.into(), k.into(), v.into(), out.into()], n_workgroups)?;
+    for pass in 0..passes {
+        let start = pass * pass_keys;
+        let stop = shape.kv_len.min(start.saturating_add(pass_keys));
+        let first = if pass == 0 { PASS_FIRST } else { 0 };
+        let last = if pass + 1 == passes { PASS_LAST } else { 0 };
+        let params = PrefillParams { kv_start: start as u32, kv_stop: stop as u32, flags: first | last, ..params };
+        let bindings = [q.into(), k.into(), v.into(), out.into(), (&scratch.acc).into(), (&scratch.ml).into()];
+        rec.dispatch(&kernel, &params, &bindings, n_workgroups)?;
+    }
     Ok(())
 }
 
@@ -487,9 +632,10 @@ pub fn attention_prefill(ctx: &GpuContext, q: &[f32], k: &[f32], v: &[f32], shap
     let k = GpuTensor::from_f32(ctx, k, &[k.len()], dtype)?;
     let v = GpuTensor::from_f32(ctx, v, &[v.len()], dtype)?;
     let out = GpuTensor::empty(ctx, &[q.len()], dtype)?;
+    let scratch = PrefillScratch::new(ctx, shape, dtype)?;
 
     let mut rec = Recorder::new(ctx);
-    record_prefill(&mut rec, shape, &q, &k, &v, &out)?;
+    record_prefill(&mut rec, shape, &q, &k, &v, &out, &scratch)?;
     rec.submit()?;
     Ok(out.to_f32(ctx)?)
 }
