@@ -13,9 +13,11 @@
 //! download). RUNS 0 runs each mode once without a warm-up and reports that cold pass. DTYPE
 //! is f32 (default) or f16.
 //!
-//! On lavapipe the prefill is refused beyond about 440 tokens, because llvmpipe skips shader
-//! loop iterations past 65,535 per invocation and the results would be wrong (see "GPT-2 small
-//! limits" in docs/BENCHMARKS.md). The decode with a 4,096-token cache runs there.
+//! After the timed prefills, the example runs the same prefill with the CPU model and checks
+//! that the GPU's logits agree (within 1e-3 of the logit scale in f32, 3e-2 in f16, the bounds
+//! of the model parity tests). On lavapipe, whose driver stops each shader invocation after
+//! 65,535 loop iterations, the attention over long sequences runs in several key passes (see
+//! `alphanas::kernels::attention::gpu`), and this check shows the result is complete.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,7 +25,7 @@ use std::time::Instant;
 use alphanas::arch::presets::gpt2_small;
 use alphanas::device::{shared_gpu, DType, GpuContext};
 use alphanas::model::gpu::GpuModel;
-use alphanas::model::{random_tokens, Weights};
+use alphanas::model::{random_tokens, CpuModel, Weights};
 use alphanas::{Error, Result};
 
 const SEED: u64 = 7;
@@ -77,10 +79,33 @@ fn main() -> Result<()> {
     let weights = Weights::random(&arch, SEED)?;
     let mut model = GpuModel::new(Arc::clone(&ctx), &weights, dtype)?;
     let vocab = weights.vocab_size;
-    drop(weights);
 
     decode(&mut model, vocab, runs)?;
-    prefill(&ctx, &mut model, vocab, prefill_batch, prefill_seq, runs)
+    let logits = prefill(&ctx, &mut model, vocab, prefill_batch, prefill_seq, runs)?;
+    drop(model);
+    check_against_cpu(weights, &logits, dtype, prefill_batch, prefill_seq)
+}
+
+/// Runs the prefill on the CPU and fails unless the GPU's last-position logits agree.
+fn check_against_cpu(weights: Weights, gpu_logits: &[f32], dtype: DType, batch: usize, seq: usize) -> Result<()> {
+    let tokens = random_tokens(batch * seq, weights.vocab_size, SEED);
+    let mut cpu = CpuModel::new(weights);
+    let mut cache = cpu.new_cache(batch, seq)?;
+    let start = Instant::now();
+    let cpu_logits = cpu.prefill(&tokens, batch, seq, &mut cache)?;
+    let seconds = start.elapsed().as_secs_f64();
+
+    let scale = cpu_logits.iter().fold(0.0f32, |m, x| m.max(x.abs())).max(1e-6);
+    let diff = gpu_logits.iter().zip(&cpu_logits).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    let bound = if dtype == DType::F16 { 3e-2 } else { 1e-3 };
+    println!(
+        "CPU check of the prefill ({seconds:.0} s on the CPU): max |gpu - cpu| = {diff:.3e}, {:.3e} of the logit scale {scale:.3} (bound {bound:e})",
+        diff / scale
+    );
+    if diff / scale > bound {
+        return Err(Error::Other(format!("the GPU prefill's logits differ from the CPU's by {:.3e} of the logit scale, over the bound {bound:e}", diff / scale)));
+    }
+    Ok(())
 }
 
 /// Prints the median of `samples_ms` and each sample.
@@ -120,8 +145,9 @@ fn decode(model: &mut GpuModel, vocab: usize, runs: usize) -> Result<()> {
     Ok(())
 }
 
-/// Times prefills of `batch` sequences of `seq` tokens from an empty cache.
-fn prefill(ctx: &GpuContext, model: &mut GpuModel, vocab: usize, batch: usize, seq: usize, runs: usize) -> Result<()> {
+/// Times prefills of `batch` sequences of `seq` tokens from an empty cache and returns the
+/// last pass's logits.
+fn prefill(ctx: &GpuContext, model: &mut GpuModel, vocab: usize, batch: usize, seq: usize, runs: usize) -> Result<Vec<f32>> {
     let chunk = model.max_chunk_tokens(batch).min(seq);
     let n_chunks = seq.div_ceil(chunk);
     println!(
@@ -134,10 +160,11 @@ fn prefill(ctx: &GpuContext, model: &mut GpuModel, vocab: usize, batch: usize, s
     let mut samples_ms = Vec::with_capacity(runs);
     // One warm-up and `runs` timed passes, or a single cold pass.
     let passes = if runs == 0 { 1 } else { runs + 1 };
+    let mut logits = Vec::new();
     for run in 0..passes {
         cache.clear();
         let start = Instant::now();
-        let logits = model.prefill(&tokens, batch, seq, &mut cache)?;
+        logits = model.prefill(&tokens, batch, seq, &mut cache)?;
         let elapsed_ms = start.elapsed().as_secs_f64() * 1e3;
         if !logits.iter().all(|x| x.is_finite()) {
             return Err(Error::Other("prefill produced non-finite logits".into()));
@@ -147,5 +174,5 @@ fn prefill(ctx: &GpuContext, model: &mut GpuModel, vocab: usize, batch: usize, s
         }
     }
     report(&label(format!("prefill, batch {batch} x {seq}"), runs), samples_ms, model.allocated_bytes(&cache));
-    Ok(())
+    Ok(logits)
 }
