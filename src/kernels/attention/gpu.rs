@@ -414,6 +414,12 @@ fn default_pass_keys(ctx: &GpuContext, dtype: DType, head_dim: usize) -> usize {
         return usize::MAX;
     };
     let block_k = prefill_block_k(ctx, dtype, padded_head_dim(head_dim)) as usize;
+    pass_keys_within(budget, head_dim, block_k)
+}
+
+/// Returns the most keys per prefill pass whose loop iterations stay within `budget`: a
+/// multiple of `block_k` where one tile fits, and at least 1.
+fn pass_keys_within(budget: usize, head_dim: usize, block_k: usize) -> usize {
     let fits = |keys: usize| prefill_loop_iterations(keys, head_dim, block_k) <= budget;
     if fits(block_k) {
         let mut keys = block_k;
@@ -674,6 +680,28 @@ fn check_lengths(q: &[f32], k: &[f32], v: &[f32], q_len: usize, kv_len: usize) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// On llvmpipe's budget (90% of 65,535), head_dim 64 with 64-key tiles gets 384 keys per
+    /// pass: 6 tiles fit, 7 do not. A head of 256 in 16-key tiles still gets whole tiles, and a
+    /// budget below one tile falls back to single keys.
+    #[test]
+    fn pass_keys_fit_the_budget() {
+        let budget = crate::device::LLVMPIPE_LOOP_ITERATIONS * 9 / 10;
+        assert_eq!(pass_keys_within(budget, 64, 64), 384);
+        assert!(prefill_loop_iterations(384, 64, 64) <= budget);
+        assert!(prefill_loop_iterations(448, 64, 64) > budget);
+
+        let wide = pass_keys_within(budget, 256, 16);
+        assert_eq!(wide % 16, 0);
+        assert!(prefill_loop_iterations(wide, 256, 16) <= budget);
+        assert!(prefill_loop_iterations(wide + 16, 256, 16) > budget);
+
+        let small = pass_keys_within(2_000, 64, 64);
+        assert!((1..64).contains(&small), "{small}");
+        assert!(prefill_loop_iterations(small, 64, 64) <= 2_000);
+        assert_eq!(prefill_passes(2048, 384), 6);
+        assert_eq!(prefill_passes(2048, usize::MAX), 1);
+    }
 
     fn validate_wgsl(label: &str, source: &str) {
         let module = naga::front::wgsl::parse_str(source).unwrap_or_else(|e| panic!("{label}: {}", e.emit_to_string(source)));
