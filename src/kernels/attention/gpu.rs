@@ -2,6 +2,10 @@
 //! split-K decode against a KV cache (`shaders/attention_decode.wgsl`) and the append of new
 //! K/V rows to a cache (`shaders/attention_kv_append.wgsl`).
 //!
+//! Prefill makes one pass over the keys. On llvmpipe, which stops each shader invocation after
+//! [`crate::device::LLVMPIPE_LOOP_ITERATIONS`] loop iterations, long sequences run in several
+//! key passes instead, with the online-softmax state kept in a [`PrefillScratch`] between them.
+//!
 //! Host invariants, checked here before each dispatch (the shader headers state the same):
 //! - `n_heads` is a multiple of `n_kv_heads`; query head `h` reads KV head `h / (n_heads / n_kv_heads)`.
 //! - `head_dim` is at most [`MAX_HEAD_DIM`], because each prefill thread keeps its query row and
@@ -454,8 +458,9 @@ pub fn record_prefill(
     record_prefill_passes(rec, shape, q, k, v, out, scratch, pass_keys)
 }
 
-/// [`record_prefill`] with the keys split into passes of at most `pass_keys` each, dispatched
-/// back to back, for example to test the passes on a device that needs only one. `scratch`
+/// Records causal prefill attention as [`record_prefill`] does, with the keys split into passes
+/// of at most `pass_keys` each, dispatched back to back. Tests use it to run several passes on
+/// a device that needs only one. `scratch`
 /// must contain state for `shape` (see [`PrefillScratch::with_state`]) when there is more
 /// than one pass.
 #[allow(clippy::too_many_arguments)]
@@ -478,7 +483,7 @@ pub fn record_prefill_passes(
     check_tensor("attention prefill values", v, shape.kv_elements(), dtype)?;
     check_tensor("attention prefill output", out, shape.q_len(), dtype)?;
     if pass_keys == 0 {
-        return Err(Error::Invalid("attention prefill needs at least 1 key per pass".into()));
+        return Err(Error::Invalid("attention prefill pass_keys (0) must be at least 1".into()));
     }
     let passes = prefill_passes(shape.kv_len, pass_keys);
     if passes > 1 && !scratch.holds_state_for(shape) {
