@@ -174,12 +174,7 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
 }
 
 fn run_op(args: &OpArgs, global: &Global) -> crate::Result<()> {
-    if args.runs < crate::device::timing::MIN_RUNS {
-        return Err(crate::Error::Invalid(format!("--runs ({}) must be at least {}", args.runs, crate::device::timing::MIN_RUNS)));
-    }
-    if args.warmup < crate::device::timing::MIN_WARMUP {
-        return Err(crate::Error::Invalid(format!("--warmup ({}) must be at least {}", args.warmup, crate::device::timing::MIN_WARMUP)));
-    }
+    crate::device::timing::check_run_counts(args.warmup, args.runs)?;
     let backend = Backend::resolve_for_measurement(global.backend)?;
     let report = measure_op(args, &backend)?;
 
@@ -205,6 +200,38 @@ pub fn measure_op(args: &OpArgs, backend: &Backend) -> crate::Result<OpReport> {
         }
     };
     Ok(OpReport { device: backend.device_name(), ..report })
+}
+
+/// Rejects sizes whose host buffers (inputs, output and the CPU reference's output, as f32)
+/// exceed the available memory, before anything is allocated.
+fn check_problem_memory(args: &OpArgs) -> crate::Result<()> {
+    // f64, because products of several sizes overflow any integer type.
+    let n = |value: usize| value as f64;
+    let (rows, cols) = (n(args.rows), n(args.cols));
+    let elements = match args.op_name() {
+        OpName::Matmul => n(args.m) * n(args.k) + n(args.k) * n(args.n) + 2.0 * n(args.m) * n(args.n) + n(args.n),
+        OpName::Softmax | OpName::Gelu => 3.0 * rows * cols,
+        OpName::Swiglu | OpName::ResidualAdd => 4.0 * rows * cols,
+        OpName::Layernorm | OpName::Rmsnorm => 3.0 * rows * cols + 2.0 * cols,
+        OpName::Rope => 3.0 * rows * cols + rows,
+        OpName::Embedding => n(args.vocab) * cols + 3.0 * rows * cols,
+        OpName::Attention => {
+            let kv_heads = n(args.kv_heads.unwrap_or(args.heads));
+            let (queries, keys) = match args.mode {
+                AttentionMode::Prefill => (n(args.seq), n(args.seq)),
+                AttentionMode::Decode => (1.0, n(args.cache)),
+            };
+            let per_head = n(args.batch) * n(args.head_dim);
+            3.0 * per_head * queries * n(args.heads) + 2.0 * per_head * keys * kv_heads
+        }
+    };
+    // The cast saturates at u64::MAX.
+    let bytes = (elements * 4.0) as u64;
+    crate::model::weights::check_memory(
+        "the op's inputs, output and reference",
+        bytes,
+        "use smaller sizes (--m, --n, --k, --rows, --cols, --vocab, --seq, --cache, --batch or --heads)",
+    )
 }
 
 fn print_report(report: &OpReport) {
@@ -299,6 +326,7 @@ impl Problem {
             Ok(())
         };
         let (rows, cols) = (args.rows, args.cols);
+        check_problem_memory(args)?;
 
         let (inputs, ids, checked_rows, work) = match args.op_name() {
             OpName::Matmul => {

@@ -55,6 +55,7 @@ pub struct ModelArgs {
 
 /// Runs `bench model` and prints the result as a table or, with `--json`, one JSON object.
 pub fn run(args: &ModelArgs, global: &Global) -> Result<()> {
+    crate::device::timing::check_run_counts(args.warmup, args.runs)?;
     let arch = super::arch::read_arch(&args.arch)?;
     let result = match Backend::resolve_for_measurement(global.backend)? {
         Backend::Gpu(ctx) => {

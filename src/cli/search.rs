@@ -499,10 +499,16 @@ fn build_evaluator(
                     "--evaluator command needs --eval-cmd \"PROGRAM ARGS\"".into(),
                 ));
             };
+            // A year, so deadlines computed from the timeout cannot overflow.
+            const MAX_TIMEOUT_S: f64 = 365.0 * 24.0 * 3600.0;
             let timeout = match args.eval_timeout {
                 None => None,
-                Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
-                Some(s) => return Err(crate::Error::Invalid(format!("--eval-timeout ({s}) must be a positive number of seconds"))),
+                Some(s) if s.is_finite() && s > 0.0 && s <= MAX_TIMEOUT_S => Some(Duration::from_secs_f64(s)),
+                Some(s) => {
+                    return Err(crate::Error::Invalid(format!(
+                        "--eval-timeout ({s}) must be a positive number of seconds, at most {MAX_TIMEOUT_S} (365 days); leave it out for no time-out"
+                    )))
+                }
             };
             Ok(Arc::new(CommandEvaluator::from_command_line(line, timeout, required)?))
         }
@@ -610,8 +616,11 @@ fn write_plot(out_dir: &Path, objectives: &[Objective], report: &SearchReport) -
         }
     }
     let path = out_dir.join("pareto.svg");
-    write_pareto_svg(&path, &x_axis, &y_axis, &data)?;
-    log::info!("wrote {}", path.display());
+    // The chart is a convenience; the data files are already written, so a failure only warns.
+    match write_pareto_svg(&path, &x_axis, &y_axis, &data) {
+        Ok(()) => log::info!("wrote {}", path.display()),
+        Err(err) => log::warn!("{} not written: {err}", path.display()),
+    }
     Ok(())
 }
 

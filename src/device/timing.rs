@@ -29,6 +29,27 @@ pub enum TimingSource {
 pub const MIN_WARMUP: usize = 3;
 /// Minimum number of timed runs.
 pub const MIN_RUNS: usize = 10;
+/// Maximum number of warm-up or timed runs a command accepts.
+pub const MAX_RUNS: usize = 100_000;
+
+/// Checks the `--warmup` and `--runs` of a timing command against [`MIN_WARMUP`],
+/// [`MIN_RUNS`] and [`MAX_RUNS`].
+pub fn check_run_counts(warmup: usize, runs: usize) -> crate::Result<()> {
+    if runs < MIN_RUNS {
+        return Err(crate::Error::Invalid(format!(
+            "--runs ({runs}) must be at least {MIN_RUNS}, so that the median, p10 and p90 rest on enough samples"
+        )));
+    }
+    if warmup < MIN_WARMUP {
+        return Err(crate::Error::Invalid(format!(
+            "--warmup ({warmup}) must be at least {MIN_WARMUP}, so that caches and pipelines are warm before timing"
+        )));
+    }
+    if runs > MAX_RUNS || warmup > MAX_RUNS {
+        return Err(crate::Error::Invalid(format!("--runs ({runs}) and --warmup ({warmup}) must each be at most {MAX_RUNS}")));
+    }
+    Ok(())
+}
 
 static TIMESTAMP_FALLBACK_WARNED: AtomicBool = AtomicBool::new(false);
 

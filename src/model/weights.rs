@@ -254,12 +254,17 @@ pub(crate) fn try_zeros(len: usize) -> Result<Vec<f32>> {
 /// `/proc/meminfo`. Where that file cannot be read the check passes and allocation
 /// failures are caught by [`try_zeros`] instead.
 pub(crate) fn check_fits_in_memory(what: &str, bytes: u64) -> Result<()> {
+    check_memory(what, bytes, "use a smaller architecture, batch or sequence length")
+}
+
+/// [`check_fits_in_memory`] with `fix` as the advice in the error.
+pub(crate) fn check_memory(what: &str, bytes: u64, fix: &str) -> Result<()> {
     let Some(available) = available_memory_bytes() else {
         return Ok(());
     };
     if bytes > available {
         return Err(Error::Invalid(format!(
-            "{what} need {} MiB but only {} MiB of memory is available; use a smaller architecture, batch or sequence length",
+            "{what} need {} MiB but only {} MiB of memory is available; {fix}",
             bytes >> 20,
             available >> 20
         )));

@@ -133,6 +133,15 @@ pub fn render_pareto_svg(x: &PlotAxis, y: &PlotAxis, data: &PlotData) -> crate::
     let all = evaluated.iter().chain(front.iter());
     let x_scale = Scale::fit(all.clone().map(|p| p.0));
     let y_scale = Scale::fit(all.map(|p| p.1));
+    for (axis, scale) in [(x, x_scale), (y, y_scale)] {
+        // A range wider than f64 (values near ±1.8e308) would make the tick search loop forever.
+        if !(scale.high - scale.low).is_finite() {
+            return Err(crate::Error::Invalid(format!(
+                "cannot plot {}: its values span more than a floating-point number can hold",
+                axis.name
+            )));
+        }
+    }
     // Scale::fit picks log10 only when every value is positive, so to_plot never sees v <= 0.
     let plot = |points: &[(f64, f64)]| -> Vec<(f64, f64)> {
         points.iter().map(|&(a, b)| (x_scale.to_plot(a), y_scale.to_plot(b))).collect()
@@ -252,6 +261,15 @@ mod tests {
     fn svg_without_points() {
         let svg = render_pareto_svg(&PlotAxis::new("a", true), &PlotAxis::new("b", true), &PlotData::default()).unwrap();
         assert!(svg.contains("no ok results to plot"));
+    }
+
+    /// Values near ±f64::MAX give a range of infinite width, which plotters' tick search never
+    /// leaves; the chart is rejected instead.
+    #[test]
+    fn svg_rejects_overflowing_range() {
+        let data = PlotData { evaluated: vec![(1.7e308, 1.0), (-1.7e308, 2.0)], front: vec![(-1.7e308, 2.0)] };
+        let error = render_pareto_svg(&PlotAxis::new("loss", true), &PlotAxis::new("lat", true), &data).unwrap_err();
+        assert!(error.to_string().contains("cannot plot loss"), "{error}");
     }
 
     #[test]

@@ -87,8 +87,8 @@ impl EnsembleConfig {
         if self.batch_size == 0 {
             return invalid("batch_size (0) must be at least 1".into());
         }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return invalid(format!("lr ({}) must be a positive number", self.lr));
+        if !(self.lr.is_finite() && self.lr > 0.0 && self.lr <= 1.0) {
+            return invalid(format!("lr ({}) must be in (0, 1]; Adam's usual range is 1e-4 to 1e-2", self.lr));
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return invalid(format!("weight_decay ({}) must be zero or positive", self.weight_decay));
@@ -100,6 +100,18 @@ impl EnsembleConfig {
             return invalid(format!("log_targets has {} entries but there are {n_targets} targets; give one per target or none", self.log_targets.len()));
         }
         Ok(())
+    }
+
+    /// Rejects an ensemble whose training state does not fit in the available memory: per
+    /// member, the weights, their gradients and Adam's two moments, as f32.
+    fn check_memory(&self, n_in: usize, n_out: usize) -> crate::Result<()> {
+        // f64, because products of widths overflow for absurd configurations.
+        let mut widths = vec![n_in as f64];
+        widths.extend(self.hidden.iter().map(|&w| w as f64));
+        widths.push(n_out as f64);
+        let params: f64 = widths.windows(2).map(|pair| pair[0] * pair[1] + pair[1]).sum();
+        let bytes = (self.members as f64 * params * 4.0 * 4.0) as u64;
+        crate::model::weights::check_memory("the ensemble's weights, gradients and optimiser state", bytes, "use fewer members or narrower hidden layers")
     }
 }
 
@@ -173,6 +185,7 @@ impl Ensemble {
     /// Fits an ensemble to rows `x` (features) and `y` (targets), in their original units.
     pub fn fit(x: &[Vec<f64>], y: &[Vec<f64>], feature_names: Vec<String>, target_names: Vec<String>, cfg: &EnsembleConfig) -> crate::Result<Ensemble> {
         cfg.validate(target_names.len())?;
+        cfg.check_memory(feature_names.len(), target_names.len())?;
         let target_transforms: Vec<TargetTransform> = (0..target_names.len())
             .map(|t| if cfg.log_targets.get(t).copied().unwrap_or(false) { TargetTransform::Log } else { TargetTransform::Identity })
             .collect();
