@@ -845,3 +845,57 @@ fn evaluator_processes_are_not_pinned() {
         assert_eq!(record["metrics"]["cost"].as_f64(), Some(allowed as f64), "{line}");
     }
 }
+
+/// Editing the space file or the table between runs, even keeping the number of candidates,
+/// or giving another --eval-cmd, is rejected on resume, so old results keep their meaning.
+#[test]
+fn resume_rejects_edited_space_and_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let space = dir.path().join("uniform.toml");
+    std::fs::write(&space, UNIFORM_SPACE).unwrap();
+    let out = dir.path().join("arch");
+    let first = alphanas().args(["search", "--evals", "3", "-q", "--space"]).arg(&space).arg("--out").arg(&out).output().unwrap();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    std::fs::write(&space, UNIFORM_SPACE.replace("d_model = [64, 128, 192]", "d_model = [64, 128, 256]")).unwrap();
+    let resumed = alphanas().args(["search", "--evals", "5", "-q", "--resume"]).arg(&out).output().unwrap();
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(!resumed.status.success(), "an edited space file was accepted");
+    assert!(stderr.contains("the definition of space uniform changed"), "{stderr}");
+
+    write_rows(dir.path());
+    let table = table_search(dir.path(), &["--evals", "4", "--out", "table"]);
+    assert!(table.status.success(), "{}", String::from_utf8_lossy(&table.stderr));
+    let rows = std::fs::read_to_string(dir.path().join("rows.csv")).unwrap();
+    std::fs::write(dir.path().join("rows.csv"), rows.replacen("0,0,100,0,10", "0,0,100,0,99", 1)).unwrap();
+    let resumed = resume_in(dir.path(), "table", &["--evals", "6"]);
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(!resumed.status.success(), "an edited table was accepted");
+    assert!(stderr.contains("table cells differ"), "{stderr}");
+
+    let script = slow_eval_script(dir.path(), "0");
+    let out = dir.path().join("command");
+    let first = alphanas().args(command_search_args(&script, 2)).arg("--out").arg(&out).output().unwrap();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let resumed = alphanas().args(["search", "--evals", "3", "-q", "--eval-cmd", "python3 other.py", "--resume"]).arg(&out).output().unwrap();
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(!resumed.status.success(), "another --eval-cmd was accepted");
+    assert!(stderr.contains("not command python3 other.py"), "{stderr}");
+}
+
+/// A table without a header row, or with a column named twice, is rejected with the reason.
+#[test]
+fn table_header_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("empty.csv"), "").unwrap();
+    std::fs::write(dir.path().join("twice.csv"), "a,a,x\n1,2,3\n").unwrap();
+    for (file, expected) in [("empty.csv", "has no header row"), ("twice.csv", "names column `a` twice")] {
+        let output = alphanas()
+            .current_dir(dir.path())
+            .args(["search", "--space-table", file, "--decisions", "a", "--objective", "min:x", "-q", "--out", "run"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{file} was accepted");
+        assert!(stderr.contains(expected), "{file}: {stderr}");
+    }
+}

@@ -170,6 +170,12 @@ impl Evaluator for CommandEvaluator {
         "command"
     }
 
+    /// The program and its arguments: another program reports other metrics. The time-out
+    /// may change between runs.
+    fn settings(&self) -> std::collections::BTreeMap<String, String> {
+        std::collections::BTreeMap::from([("command".to_string(), self.argv.join(" "))])
+    }
+
     fn metric_names(&self) -> Vec<String> {
         self.required_metrics.clone()
     }
@@ -244,6 +250,12 @@ pub fn parse_metrics(stdout: &str, required: &[String]) -> Result<BTreeMap<Strin
         }
     }
     for name in required {
+        if let Some(value) = object.get(name).filter(|_| !metrics.contains_key(name)) {
+            return Err(format!(
+                "metric `{name}` is {}, not a number; print it as a JSON number, for example {{\"{name}\": 3.2}}",
+                clip(&value.to_string(), 80)
+            ));
+        }
         if !metrics.contains_key(name) {
             let found: Vec<&str> = metrics.keys().map(String::as_str).collect();
             return Err(format!(
@@ -418,6 +430,14 @@ mod tests {
         let err = parse_metrics("{\"ppl\": 3}", &names(&["loss"])).unwrap_err();
         assert!(err.contains("`loss` is missing"), "{err}");
         assert!(err.contains("ppl"), "{err}");
+    }
+
+    #[test]
+    fn metrics_of_wrong_type_named() {
+        for (line, shown) in [("{\"loss\": \"3.2\"}", "\"3.2\""), ("{\"loss\": [1]}", "[1]"), ("{\"loss\": true}", "true")] {
+            let err = parse_metrics(line, &names(&["loss"])).unwrap_err();
+            assert!(err.contains(&format!("`loss` is {shown}, not a number")), "{line}: {err}");
+        }
     }
 
     #[test]

@@ -226,6 +226,10 @@ pub struct Settings {
     pub space: String,
     /// Number of candidates in the space, as a decimal string.
     pub space_size: String,
+    /// [`SearchSpace::definition_digest`] of the space. Empty in directories written by older
+    /// builds, where it is not checked.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub space_digest: String,
     pub evaluator: String,
     pub objectives: Vec<String>,
     pub constraints: Vec<String>,
@@ -260,6 +264,15 @@ impl Settings {
         if stored.space_size != self.space_size {
             let size = |s: &Settings| format!("{} of {} architectures", s.space, s.space_size);
             return Err(mismatch("space", size(stored), format!("{} (the space's definition changed)", size(self))));
+        }
+        if !stored.space_digest.is_empty() && stored.space_digest != self.space_digest {
+            return Err(crate::Error::Invalid(format!(
+                "cannot resume {}: the definition of space {} changed since the search started (its choices, fixed values, constraints or table cells differ, digest {} instead of {}); restore the original space file or table, or use a new --out directory",
+                dir.display(),
+                self.space,
+                self.space_digest,
+                stored.space_digest
+            )));
         }
         if !stored.features.is_empty() && stored.features != self.features {
             let position = stored.features.iter().zip(&self.features).position(|(a, b)| a != b);
@@ -323,6 +336,7 @@ impl Settings {
             format_version: 1,
             space: space.name().to_string(),
             space_size: space.count().to_string(),
+            space_digest: space.definition_digest(),
             evaluator: evaluator.name().to_string(),
             objectives: objectives.iter().map(|o| o.to_string()).collect(),
             constraints: constraints.iter().map(|c| c.to_string()).collect(),

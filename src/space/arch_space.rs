@@ -656,6 +656,11 @@ impl SearchSpace for Space {
         &self.spec.name
     }
 
+    fn definition_digest(&self) -> String {
+        let spec = &self.spec;
+        super::fnv1a_64(format!("{:?} {:?} {:?}", spec.fixed, spec.decisions, spec.constraints).as_bytes())
+    }
+
     fn next_decision(&self, prefix: &[u32]) -> Option<Decision> {
         let to_decision = |d: usize, name: String| {
             let decision = &self.spec.decisions[d];

@@ -79,6 +79,24 @@ pub trait SearchSpace: Send + Sync {
 
     /// Fixed-length numeric features of a complete candidate for the surrogate.
     fn features(&self, choices: &[u32]) -> Vec<f32>;
+
+    /// Returns a digest of what defines the candidates: the decisions, fixed values and
+    /// constraints of an architecture space, or the cells of a table. A resumed search checks
+    /// it, so an edited space file or table is not mixed into an old history. Empty, the
+    /// default, skips that check.
+    fn definition_digest(&self) -> String {
+        String::new()
+    }
+}
+
+/// Hashes `bytes` with 64-bit FNV-1a and returns 16 hex digits. Unlike std's hasher, the
+/// result is the same in every build, so it can be stored in files; it is not for security.
+pub(crate) fn fnv1a_64(bytes: &[u8]) -> String {
+    // The 64-bit FNV offset basis and prime.
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let hash = bytes.iter().fold(OFFSET, |hash, &byte| (hash ^ byte as u64).wrapping_mul(PRIME));
+    format!("{hash:016x}")
 }
 
 mod arch_space;

@@ -44,6 +44,8 @@ pub struct TableSpace {
     /// `rows.len() × metric_names.len()`, row-major.
     metrics: Vec<f64>,
     trie: Vec<TrieNode>,
+    /// [`super::fnv1a_64`] of the decision names, the header and every cell.
+    digest: String,
 }
 
 fn invalid(message: String) -> SpaceError {
@@ -81,6 +83,12 @@ impl TableSpace {
         records: &[Vec<String>],
         decisions: &[String],
     ) -> Result<Self, SpaceError> {
+        if headers.iter().all(String::is_empty) {
+            return Err(invalid(format!("{source} has no header row; its first line must name the columns, separated by commas")));
+        }
+        if let Some((i, h)) = headers.iter().enumerate().find(|(i, h)| headers[..*i].contains(h)) {
+            return Err(invalid(format!("{source} names column `{h}` twice in its header (column {} repeats an earlier one); give each column a distinct name", i + 1)));
+        }
         if decisions.is_empty() {
             return Err(invalid(format!("no decision columns given for {source}; name one or more of: {}", headers.join(", "))));
         }
@@ -236,6 +244,12 @@ impl TableSpace {
             trie[node].row = Some(index as u32);
         }
 
+        // Unit and record separators keep cell boundaries apart in the digest.
+        let mut text = format!("{}\x1e{}\x1e", decisions.join("\x1f"), headers.join("\x1f"));
+        for record in records {
+            text.push_str(&record.join("\x1f"));
+            text.push('\x1e');
+        }
         Ok(TableSpace {
             name: name.to_string(),
             scalars,
@@ -245,6 +259,7 @@ impl TableSpace {
             metric_names,
             metrics,
             trie,
+            digest: super::fnv1a_64(text.as_bytes()),
         })
     }
 
@@ -317,6 +332,10 @@ impl TableSpace {
 impl SearchSpace for TableSpace {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn definition_digest(&self) -> String {
+        self.digest.clone()
     }
 
     fn next_decision(&self, prefix: &[u32]) -> Option<Decision> {
