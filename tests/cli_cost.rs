@@ -192,4 +192,23 @@ fn search_with_a_table_recalibrates_it() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("use --evaluator measure"), "{stderr}");
+
+    // A GPU's table cannot be recalibrated with latencies measured on the CPU.
+    let mut gpu_table = original.clone();
+    gpu_table["device"]["name"] = "Some GPU".into();
+    gpu_table["device"]["backend"] = "vulkan".into();
+    let gpu_path = dir.path().join("gpu.json");
+    std::fs::write(&gpu_path, serde_json::to_string(&gpu_table).unwrap()).unwrap();
+    let output = alphanas("cpu")
+        .args(["search", "--evals", "2", "--measure-seq", "7", "--space"])
+        .arg(&space)
+        .arg("--table")
+        .arg(&gpu_path)
+        .arg("--out")
+        .arg(dir.path().join("mixed"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "a GPU table was recalibrated with CPU measurements");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("was profiled on Some GPU (vulkan), but the measure evaluator measures on the CPU"), "{stderr}");
 }

@@ -385,6 +385,24 @@ fn cost_feedback(args: &Args, path: &std::path::Path, evaluator: &dyn Evaluator)
             table.settings.modes.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(", ")
         )));
     }
+    // The measure evaluator times on this machine; a table of another kind of device would be
+    // corrected towards latencies it does not describe.
+    if let Some(measured_on) = evaluator.settings().get("backend") {
+        let table_on_cpu = table.device.backend == "cpu";
+        if table_on_cpu != (measured_on == "cpu") {
+            let (here, fix) = if measured_on == "cpu" {
+                ("on the CPU", "profile the CPU with `alphanas profile --backend cpu`, or measure on the GPU with --backend gpu")
+            } else {
+                ("on the GPU", "profile the GPU with `alphanas profile --backend gpu`, or measure on the CPU with --backend cpu")
+            };
+            return Err(crate::Error::Invalid(format!(
+                "--table {} was profiled on {} ({}), but the measure evaluator measures {here}; {fix}",
+                path.display(),
+                table.device.name,
+                table.device.backend
+            )));
+        }
+    }
     if table.settings.batch != args.measure_batch || table.settings.seq != args.measure_seq {
         log::info!(
             "{} was profiled at batch {}, seq {}; predicting the measured passes at batch {}, seq {} by interpolation",
