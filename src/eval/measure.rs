@@ -123,6 +123,9 @@ pub struct MeasureEvaluator {
     quality: Quality,
     /// Held while a candidate is measured, so that measurements never overlap.
     exclusive: Mutex<()>,
+    /// Set once a candidate was measured at lengths shorter than the settings, which is
+    /// reported as a warning the first time only.
+    shortened: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for MeasureEvaluator {
@@ -138,7 +141,7 @@ impl std::fmt::Debug for MeasureEvaluator {
 impl MeasureEvaluator {
     pub fn new(backend: Box<dyn ForwardBackend>, settings: MeasureSettings, quality: Quality) -> crate::Result<Self> {
         settings.validate()?;
-        Ok(MeasureEvaluator { backend, settings, quality, exclusive: Mutex::new(()) })
+        Ok(MeasureEvaluator { backend, settings, quality, exclusive: Mutex::new(()), shortened: Default::default() })
     }
 
     pub fn backend_name(&self) -> &str {
@@ -193,10 +196,16 @@ impl Evaluator for MeasureEvaluator {
 
         let (prefill_seq, decode_cache) = self.settings.lengths(arch);
         if prefill_seq != self.settings.prefill_seq || decode_cache != self.settings.decode_cache {
-            log::debug!(
-                "{}: max_seq_len {} is shorter than the measure lengths; prefill {prefill_seq}, decode cache {decode_cache}",
+            let first = !self.shortened.swap(true, std::sync::atomic::Ordering::Relaxed);
+            let level = if first { log::Level::Warn } else { log::Level::Debug };
+            log::log!(
+                level,
+                "{}: max_seq_len {} is shorter than the measure lengths (prefill {}, decode cache {}), so it is measured at prefill {prefill_seq}, decode cache {decode_cache}{}",
                 arch.summary(),
-                arch.max_seq_len
+                arch.max_seq_len,
+                self.settings.prefill_seq,
+                self.settings.decode_cache,
+                if first { "; lower --measure-seq to measure every candidate at the same lengths (further cases are logged with -vv)" } else { "" }
             );
         }
 
