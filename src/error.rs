@@ -45,3 +45,31 @@ impl Error {
         Error::Io { context: context.into(), source }
     }
 }
+
+/// Returns the first path from `path` upwards that exists but is not a folder, such as a
+/// file where an output folder should be.
+pub fn file_in_the_way(path: &std::path::Path) -> Option<&std::path::Path> {
+    path.ancestors().find(|a| !a.as_os_str().is_empty() && a.exists() && !a.is_dir())
+}
+
+/// Creates folder `dir` and its missing parents. When a file stands on that path, the error
+/// names the file instead of the system's `File exists`.
+pub fn create_dir_all(dir: &std::path::Path) -> Result<()> {
+    if let Some(file) = file_in_the_way(dir) {
+        return Err(Error::Invalid(format!(
+            "cannot create folder {}: {} is a file, not a folder; choose another path",
+            dir.display(),
+            file.display()
+        )));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("cannot create folder {}", dir.display()), e))
+}
+
+/// Creates the folder that file `path` will be written in, so that a write at the end of a
+/// long job cannot fail for want of it.
+pub fn create_parent_dir(path: &std::path::Path) -> Result<()> {
+    match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) => create_dir_all(parent),
+        None => Ok(()),
+    }
+}

@@ -103,6 +103,10 @@ pub fn hf_config(arch: &Architecture, format: Format) -> Result<Value, ExportErr
 /// Writes `dir/config.json` for `arch` in `format`, creating `dir`, and returns the file path.
 pub fn write_hf_config(arch: &Architecture, format: Format, dir: &Path) -> Result<PathBuf, ExportError> {
     let config = hf_config(arch, format)?;
+    if let Some(file) = crate::error::file_in_the_way(dir) {
+        let source = std::io::Error::new(std::io::ErrorKind::AlreadyExists, format!("{} is a file, not a folder; choose another --out", file.display()));
+        return Err(ExportError::Io { path: dir.display().to_string(), source });
+    }
     std::fs::create_dir_all(dir).map_err(|source| ExportError::Io { path: dir.display().to_string(), source })?;
     let path = dir.join("config.json");
     let mut text = serde_json::to_string_pretty(&config).expect("a JSON value serialises");

@@ -234,6 +234,25 @@ fn search_option_errors() {
     }
 }
 
+/// Options rejected once the search starts (a zero budget, a metric the evaluator lacks) leave
+/// no output folder behind.
+#[test]
+fn search_errors_leave_no_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [&[&str]; 3] = [&["--evals", "0"], &["--objective", "min:foo"], &["--workers", "0"]];
+    for (i, options) in cases.into_iter().enumerate() {
+        let out = dir.path().join(format!("run{i}"));
+        let result = alphanas().args(["search", "--evaluator", "proxy", "-q"]).args(options).arg("--out").arg(&out).output().unwrap();
+        assert!(!result.status.success(), "{options:?} succeeded");
+        assert!(!out.exists(), "{options:?} left {}", out.display());
+    }
+    let file = dir.path().join("file");
+    std::fs::write(&file, "").unwrap();
+    let result = alphanas().args(["search", "--evaluator", "proxy", "-q", "--out"]).arg(&file).output().unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(stderr.contains("is a file, not a folder"), "{stderr}");
+}
+
 #[test]
 fn search_evaluator_ignoring_stdin() {
     // A program that never reads its stdin exits while AlphaNAS could still be writing to it.

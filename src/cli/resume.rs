@@ -84,8 +84,7 @@ pub fn record_new(dir: &Path, global: &Global) -> crate::Result<()> {
         log::warn!("the command line is not known as UTF-8 text; `--resume` of this search will need its options again");
         return Ok(());
     };
-    std::fs::create_dir_all(dir)
-        .map_err(|e| crate::Error::io(format!("cannot create {}", dir.display()), e))?;
+    crate::error::create_dir_all(dir)?;
     let stored = StoredCommand {
         format_version: FORMAT_VERSION,
         runs: vec![run],

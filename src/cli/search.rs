@@ -293,7 +293,11 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
         if let Some(stored) = &stored_command {
             crate::search::write_json_atomic(&out_dir.join(super::resume::COMMAND_FILE), stored)?;
         }
-    } else if !std::fs::metadata(out_dir.join("history.jsonl")).is_ok_and(|m| m.len() > 0) {
+    }
+    // A folder this run creates is removed again when the search stops with an error before
+    // any result is recorded, so a mistyped option leaves nothing behind.
+    let created_here = !resume && !out_dir.exists();
+    if !resume && !std::fs::metadata(out_dir.join("history.jsonl")).is_ok_and(|m| m.len() > 0) {
         super::resume::record_new(&out_dir, global)?;
     }
     if let Some(ctx) = &cfg.scoring_gpu {
@@ -308,10 +312,22 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
         out_dir.display()
     );
 
-    let report = match (feedback.as_mut(), table_features.as_mut()) {
-        (Some(hooks), _) => crate::search::run_search(space, evaluator, &cfg, hooks)?,
-        (None, Some(hooks)) => crate::search::run_search(space, evaluator, &cfg, hooks)?,
-        (None, None) => crate::search::run_search(space, evaluator, &cfg, &mut NoHooks)?,
+    let result = match (feedback.as_mut(), table_features.as_mut()) {
+        (Some(hooks), _) => crate::search::run_search(space, evaluator, &cfg, hooks),
+        (None, Some(hooks)) => crate::search::run_search(space, evaluator, &cfg, hooks),
+        (None, None) => crate::search::run_search(space, evaluator, &cfg, &mut NoHooks),
+    };
+    let report = match result {
+        Ok(report) => report,
+        Err(err) => {
+            let nothing_recorded = !std::fs::metadata(out_dir.join("history.jsonl")).is_ok_and(|m| m.len() > 0);
+            if created_here && nothing_recorded {
+                if let Err(e) = std::fs::remove_dir_all(&out_dir) {
+                    log::debug!("cannot remove {}: {e}", out_dir.display());
+                }
+            }
+            return Err(err);
+        }
     };
     if let Some(feedback) = &feedback {
         let path = out_dir.join("cost_table.json");

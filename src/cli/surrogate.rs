@@ -171,6 +171,8 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
 }
 
 fn run_fit(args: &FitArgs, global: &Global) -> crate::Result<()> {
+    // Before training, so a bad --out cannot cost the fit.
+    crate::error::create_parent_dir(&args.out)?;
     let (table, _) = load_rows(&args.selection)?;
     let (spec, x, y, cfg) = prepare_training(&table, &args.model)?;
     let mut model = Ensemble::fit(&x, &y, spec.feature_names(), args.model.target.clone(), &cfg)?;
@@ -195,6 +197,7 @@ fn run_predict(args: &PredictArgs, global: &Global) -> crate::Result<()> {
     let x = encode_for_model(&model, &table)?;
     let prediction = make_scorer(&model, global, args.gpu_weights)?.score(&flatten(&x), x.len())?;
 
+    crate::error::create_parent_dir(&args.out)?;
     let mut writer = csv::Writer::from_path(&args.out).map_err(|e| SurrogateError::Invalid(format!("failed to write {}: {e}", args.out.display())))?;
     let mut header = vec!["row".to_string()];
     for name in model.target_names() {

@@ -304,6 +304,9 @@ impl CostTable {
         let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "table.json".into());
         let temp = path.with_file_name(format!(".{file_name}.tmp{}", std::process::id()));
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if let Some(file) = crate::error::file_in_the_way(parent) {
+                return Err(CostError::Invalid(format!("cannot write {shown}: {} is a file, not a folder; choose another --out", file.display())));
+            }
             std::fs::create_dir_all(parent).map_err(io_error)?;
         }
         std::fs::write(&temp, text.as_bytes()).map_err(io_error)?;

@@ -276,7 +276,7 @@ fn lock_out_dir(dir: &Path, resume: bool) -> crate::Result<File> {
             dir.display()
         )));
     }
-    std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(format!("cannot create {}", dir.display()), e))?;
+    crate::error::create_dir_all(dir)?;
     let path = dir.join(LOCK_FILE);
     let file = OpenOptions::new()
         .create(true)
@@ -332,7 +332,7 @@ fn prepare_out_dir(cfg: &SearchConfig, settings: &Settings, space: &dyn SearchSp
         journal::write_json_atomic(&settings_path, settings)?;
         return Ok(history);
     }
-    std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(format!("cannot create {}", dir.display()), e))?;
+    crate::error::create_dir_all(dir)?;
     let history_path = dir.join("history.jsonl");
     if std::fs::metadata(&history_path).is_ok_and(|m| m.len() > 0) {
         return Err(crate::Error::Invalid(format!(

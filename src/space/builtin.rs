@@ -67,6 +67,12 @@ impl Space {
         if path.is_file() {
             return Space::from_file(path);
         }
+        if path.is_dir() {
+            return Err(SpaceError::Io {
+                path: name_or_path.to_string(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "is a folder; give a space's TOML file or a built-in name"),
+            });
+        }
         if path.extension().is_some_and(|e| e == "toml") || name_or_path.contains(std::path::MAIN_SEPARATOR) {
             return Err(SpaceError::Io {
                 path: name_or_path.to_string(),
