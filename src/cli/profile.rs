@@ -47,7 +47,8 @@ pub struct Args {
     #[arg(long)]
     pub samples: Option<usize>,
 
-    /// Maximum distinct shapes profiled per op kind before thinning to a grid [default: 400, --quick 24].
+    /// Maximum distinct shapes profiled per op kind before thinning to a grid, at least 32
+    /// [default: 400, --quick 32].
     #[arg(long)]
     pub max_shapes: Option<usize>,
 
@@ -78,6 +79,12 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
     if args.modes.is_empty() {
         return Err(Error::Invalid("--modes is empty; give prefill, decode or prefill,decode".into()));
     }
+    let min_shapes = crate::cost::profile::MIN_SHAPES_PER_OP;
+    if let Some(n) = args.max_shapes.filter(|&n| n < min_shapes) {
+        return Err(Error::Invalid(format!(
+            "--max-shapes ({n}) must be at least {min_shapes}, a grid of two values along each of the five dimensions of attention"
+        )));
+    }
     let mut timer = open_timer(global.backend, dtype)?;
 
     let settings = ProfileSettings {
@@ -86,7 +93,7 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
         batch: args.batch,
         seq: args.seq,
         architectures_sampled: args.samples.unwrap_or(if args.quick { 300 } else { 2000 }),
-        max_shapes_per_op: args.max_shapes.unwrap_or(if args.quick { 24 } else { 400 }),
+        max_shapes_per_op: args.max_shapes.unwrap_or(if args.quick { min_shapes } else { 400 }),
         warmup: args.warmup.unwrap_or(if args.quick { 1 } else { 2 }),
         runs: args.runs.unwrap_or(if args.quick { 5 } else { 9 }).max(1),
         quick: args.quick,
@@ -226,7 +233,9 @@ fn settings_differences(table: &ProfileSettings, requested: &ProfileSettings) ->
         ("--batch", table.batch.to_string(), requested.batch.to_string()),
         ("--seq", table.seq.to_string(), requested.seq.to_string()),
         ("--samples", table.architectures_sampled.to_string(), requested.architectures_sampled.to_string()),
-        ("--max-shapes", table.max_shapes_per_op.to_string(), requested.max_shapes_per_op.to_string()),
+        // Tables written before values below the minimum were rejected store them as given;
+        // profiling always used at least the minimum.
+        ("--max-shapes", effective_shapes(table).to_string(), effective_shapes(requested).to_string()),
         ("--warmup", table.warmup.to_string(), requested.warmup.to_string()),
         ("--runs", table.runs.to_string(), requested.runs.to_string()),
         ("--quick", table.quick.to_string(), requested.quick.to_string()),
@@ -237,6 +246,11 @@ fn settings_differences(table: &ProfileSettings, requested: &ProfileSettings) ->
         .filter(|(_, stored, asked)| stored != asked)
         .map(|(name, stored, asked)| format!("{name} {stored} (this run: {asked})"))
         .collect()
+}
+
+/// The shape cap profiling applies: the stored one, raised to the minimum.
+fn effective_shapes(settings: &ProfileSettings) -> usize {
+    settings.max_shapes_per_op.max(crate::cost::profile::MIN_SHAPES_PER_OP)
 }
 
 /// Draws `n` architectures from the space `name` with `seed`.

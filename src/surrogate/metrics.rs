@@ -63,11 +63,21 @@ impl TargetMetrics {
 /// Formats metrics as an aligned text table, one line per (model, target).
 pub fn format_table(rows: &[(String, TargetMetrics)]) -> String {
     let mut out = format!("{:<26} {:<24} {:>6} {:>12} {:>8} {:>8} {:>8} {:>8} {:>8}\n", "model", "target", "n", "mae", "mape", "±10%", "tau", "rho", "in±2σ");
+    // A ranking proxy has no errors (NaN), shown as "-" like a missing calibration.
+    let cell = |value: f64, digits: usize| if value.is_nan() { "-".to_string() } else { format!("{value:.digits$}") };
     for (model, m) in rows {
         let calibration = m.calibration_2sigma.map(|c| format!("{:.3}", c)).unwrap_or_else(|| "-".into());
         out.push_str(&format!(
-            "{:<26} {:<24} {:>6} {:>12.5} {:>8.4} {:>8.3} {:>8.4} {:>8.4} {:>8}\n",
-            model, m.target, m.n, m.mae, m.mape, m.within_10pct, m.kendall_tau, m.spearman_rho, calibration
+            "{:<26} {:<24} {:>6} {:>12} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
+            model,
+            m.target,
+            m.n,
+            cell(m.mae, 5),
+            cell(m.mape, 4),
+            cell(m.within_10pct, 3),
+            cell(m.kendall_tau, 4),
+            cell(m.spearman_rho, 4),
+            calibration
         ));
     }
     out
