@@ -224,12 +224,14 @@ impl Architecture {
         let per_token_activations = 2 * d + widest;
         let weights = self.weight_bytes(dtype);
         let kv = self.kv_cache_bytes_per_token(dtype);
-        let logits = batch * self.vocab_size * bytes;
-
-        PeakMemory {
-            prefill: weights + kv * batch * seq_len + per_token_activations * batch * seq_len * bytes + logits,
-            decode: weights + kv * batch * (seq_len + 1) + per_token_activations * batch * bytes + logits,
-        }
+        // A large batch times a long sequence can overflow u64, so the sums saturate: a result
+        // of u64::MAX means "at least that much".
+        let product = |factors: &[u64]| factors.iter().fold(1u64, |acc, &f| acc.saturating_mul(f));
+        let logits = product(&[batch, self.vocab_size, bytes]);
+        let prefill = [weights, product(&[kv, batch, seq_len]), product(&[per_token_activations, batch, seq_len, bytes]), logits];
+        let decode = [weights, product(&[kv, batch, seq_len.saturating_add(1)]), product(&[per_token_activations, batch, bytes]), logits];
+        let sum = |terms: [u64; 4]| terms.iter().fold(0u64, |acc, &t| acc.saturating_add(t));
+        PeakMemory { prefill: sum(prefill), decode: sum(decode) }
     }
 
     /// All analytic metrics at sequence length (or decode context) `seq_len` and batch `batch`.

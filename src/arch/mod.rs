@@ -298,6 +298,10 @@ impl TryFrom<RawArchitecture> for Architecture {
 /// far from u64 overflow (2^24 squared times the layer count still fits).
 pub const MAX_DIM: u64 = 1 << 24;
 
+/// Largest parameter count, and largest sum of layer widths times `max_seq_len`, an
+/// architecture may have: 2^50, about 1.1e15, a thousand times today's largest models.
+pub const MAX_SIZE: u64 = 1 << 50;
+
 impl Architecture {
     /// Parses and validates architecture JSON. Errors name the JSON path of the bad field.
     pub fn from_json(text: &str) -> Result<Self, ArchError> {
@@ -488,6 +492,29 @@ impl Architecture {
                     ));
                 }
             }
+        }
+        self.check_size()
+    }
+
+    /// Rejects a model too large for the integer metrics: more than [`MAX_SIZE`] parameters, or
+    /// more than [`MAX_SIZE`] values of per-layer width over the context (which bounds the
+    /// attention FLOPs, the KV cache and the activations). Estimated in f64, which cannot
+    /// overflow here; the limits leave the exact u64 sums far from overflowing.
+    fn check_size(&self) -> Result<(), ArchError> {
+        let d = self.d_model as f64;
+        let mut params = (2 * self.vocab_size + self.max_seq_len) as f64 * d;
+        let mut width = 0.0;
+        for shape in self.layer_shapes() {
+            let (q, kv, ff) = (shape.q_dim() as f64, (shape.n_kv_heads * shape.head_dim) as f64, shape.d_ff as f64);
+            params += d * (2.0 * q + 2.0 * kv + 3.0 * ff + 4.0);
+            width += q + 2.0 * kv + 2.0 * ff + d;
+        }
+        let context = width * self.max_seq_len as f64;
+        let limit = MAX_SIZE as f64;
+        if params > limit || context > limit {
+            return Err(ArchError::Invalid(format!(
+                "the architecture is too large for its metrics to be computed exactly: about {params:.2e} parameters and {context:.2e} values of layer width over max_seq_len, where each may be at most {limit:.2e}; reduce d_model, d_ff, n_layers, vocab_size or max_seq_len"
+            )));
         }
         Ok(())
     }

@@ -247,3 +247,22 @@ fn wrong_type_error_names_field() {
     let err = parse(r#"{"d_model": 512, "n_layers": 2, "n_heads": 8, "d_ff": 8, "bias": "yes"}"#).unwrap_err();
     assert!(err.contains("`bias`"), "{err}");
 }
+
+/// Every dimension within MAX_DIM can still give a model whose u64 metrics would overflow; it
+/// is rejected by size, while a large real model passes.
+#[test]
+fn oversized_model_rejected() {
+    let huge = r#"{"d_model": 16777216, "n_layers": 4096, "n_heads": 16, "d_ff": 16777216, "vocab_size": 16777216, "max_seq_len": 16777216}"#;
+    expect_error(huge, "too large for its metrics to be computed exactly");
+    let big = parse(r#"{"d_model": 16384, "n_layers": 126, "n_heads": 128, "n_kv_heads": 8, "d_ff": 53248, "vocab_size": 128256, "max_seq_len": 131072}"#).unwrap();
+    assert!(big.metrics(131_072, 1).params > 400_000_000_000);
+}
+
+/// A peak-memory sum beyond u64 saturates instead of wrapping around.
+#[test]
+fn peak_memory_saturates() {
+    let arch = llama(32000, 4096, 32, 32, 8, 11008, false);
+    let peak = arch.peak_memory(crate::arch::metrics::Dtype::F32, u64::MAX / 2, 4096);
+    assert_eq!(peak.prefill, u64::MAX);
+    assert!(arch.peak_memory(crate::arch::metrics::Dtype::F32, 1, 4096).prefill < 1 << 40);
+}

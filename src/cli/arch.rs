@@ -42,10 +42,16 @@ fn metrics(args: &MetricsArgs, global: &Global) -> crate::Result<()> {
         return Err(crate::Error::Invalid("--batch (0) must be at least 1".into()));
     }
     let seq = args.seq.unwrap_or(arch.max_seq_len);
-    if seq == 0 {
-        return Err(crate::Error::Invalid("--seq (0) must be at least 1".into()));
+    if seq == 0 || seq > arch.max_seq_len {
+        return Err(crate::Error::Invalid(format!("--seq ({seq}) must be between 1 and the architecture's max_seq_len ({})", arch.max_seq_len)));
     }
     let m = arch.metrics(seq, args.batch);
+    if m.peak_memory_bytes.values().any(|p| p.prefill == u64::MAX || p.decode == u64::MAX) {
+        return Err(crate::Error::Invalid(format!(
+            "the peak memory at batch {} and sequence {seq} exceeds 2^64 bytes; reduce --batch or --seq",
+            args.batch
+        )));
+    }
     if global.json {
         return super::print_json(&m);
     }
@@ -62,10 +68,11 @@ fn metrics(args: &MetricsArgs, global: &Global) -> crate::Result<()> {
     println!("  output_head           {}", group(b.output_head));
     println!("flops_per_token         prefill {} (S = {seq}), decode {} (cache {seq})",
         group(m.flops_per_token.prefill), group(m.flops_per_token.decode));
-    println!("{:<24}{:>16}{:>16}{:>18}{:>18}", "dtype", "weight_bytes", "kv_bytes/token", "peak prefill", "peak decode");
+    // Widths fit any grouped u64 (26 characters) after a separating space.
+    println!("{:<8}{:>23} {:>18} {:>26} {:>26}", "dtype", "weight_bytes", "kv_bytes/token", "peak prefill", "peak decode");
     for dtype in Dtype::ALL {
         let peak = m.peak_memory_bytes[&dtype];
-        println!("{:<24}{:>16}{:>16}{:>18}{:>18}", dtype.name(), group(m.weight_bytes[&dtype]),
+        println!("{:<8}{:>23} {:>18} {:>26} {:>26}", dtype.name(), group(m.weight_bytes[&dtype]),
             group(m.kv_cache_bytes_per_token[&dtype]), group(peak.prefill), group(peak.decode));
     }
     println!("(peak memory is an estimate at batch {}; FLOPs count 2 per multiply-add)", args.batch);
