@@ -214,6 +214,15 @@ impl InputSpec {
                     );
                 }
                 let categories: BTreeSet<String> = table.rows.iter().map(|row| row[j].clone()).collect();
+                // One feature per category learns nothing when most categories occur once, as
+                // with a list of per-layer values per cell.
+                if categories.len() > 20 && categories.len() * 2 > table.rows.len() {
+                    log::warn!(
+                        "column `{name}` becomes {} one-hot features for {} rows, so most categories occur once and teach the model nothing; summarise it as numeric columns (a mean, a count) or leave it out",
+                        categories.len(),
+                        table.rows.len()
+                    );
+                }
                 encodings.push(ColumnEncoding::Categorical { name: name.clone(), categories: categories.into_iter().collect() });
             }
         }
