@@ -60,9 +60,9 @@ fn cpu_profile_continues_predicts_and_validates() {
     let dir = tempfile::tempdir().unwrap();
     let space = write_space(dir.path());
     let (table, first) = profile(dir.path(), "cpu", &space, "cpu.json");
-    assert!(first.contains("0 already there"), "{first}");
+    assert!(first.contains("0 shapes already complete"), "{first}");
     let (_, second) = profile(dir.path(), "cpu", &space, "cpu.json");
-    assert!(second.contains("(0 timed now"), "a second run must continue the table: {second}");
+    assert!(second.contains("(0 timings taken now"), "a second run must continue the table: {second}");
 
     let value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&table).unwrap()).unwrap();
     assert_eq!(value["device"]["backend"], "cpu");

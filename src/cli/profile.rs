@@ -144,7 +144,7 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
         }))?;
     } else {
         println!(
-            "wrote {} with {} entries ({} timed now, {} already there) in {:.1} s on {} ({})",
+            "wrote {} with {} entries ({} timings taken now, {} shapes already complete from an earlier run) in {:.1} s on {} ({})",
             args.out.display(),
             table.entries.len(),
             report.timed,

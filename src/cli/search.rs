@@ -743,7 +743,9 @@ fn print_front(objectives: &[Objective], constraints: &[Constraint], report: &Se
 /// Four decimals, with thousands grouping for large integers and exponent notation for very
 /// small or large values.
 fn format_value(value: f64) -> String {
-    if value.abs() >= 1e4 && value.fract() == 0.0 && value.abs() < 1e18 {
+    // Whole numbers below 1e15 (counts such as parameters) are grouped; every f64 from about
+    // 4.5e15 up is whole, so larger values use the exponent form whatever their fraction.
+    if value.abs() >= 1e4 && value.fract() == 0.0 && value.abs() < 1e15 {
         let sign = if value < 0.0 { "-" } else { "" };
         format!("{sign}{}", super::arch::group(value.abs() as u64))
     } else if value != 0.0 && (value.abs() < 1e-3 || value.abs() >= 1e9) {
@@ -803,5 +805,6 @@ mod tests {
         assert_eq!(format_value(2.71234), "2.7123");
         assert_eq!(format_value(2.0), "2");
         assert_eq!(format_value(0.00001), "1.0000e-5");
+        assert_eq!(format_value(332_587_069_841_888_896.0), "3.3259e17");
     }
 }
