@@ -52,8 +52,8 @@ pub fn file_in_the_way(path: &std::path::Path) -> Option<&std::path::Path> {
     path.ancestors().find(|a| !a.as_os_str().is_empty() && a.exists() && !a.is_dir())
 }
 
-/// Creates folder `dir` and its missing parents. When a file stands on that path, the error
-/// names the file instead of the system's `File exists`.
+/// Creates folder `dir` and its missing parents. When a file is in the way, the error names
+/// the file instead of the system's `File exists`.
 pub fn create_dir_all(dir: &std::path::Path) -> Result<()> {
     if let Some(file) = file_in_the_way(dir) {
         return Err(Error::Invalid(format!(
@@ -65,8 +65,8 @@ pub fn create_dir_all(dir: &std::path::Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("cannot create folder {}", dir.display()), e))
 }
 
-/// Creates the folder that file `path` will be written in, so that a write at the end of a
-/// long job cannot fail for want of it.
+/// Creates the folder that file `path` will be written in. Callers run it before long work,
+/// so that the final write does not fail for a missing folder.
 pub fn create_parent_dir(path: &std::path::Path) -> Result<()> {
     match path.parent().filter(|p| !p.as_os_str().is_empty()) {
         Some(parent) => create_dir_all(parent),

@@ -248,7 +248,7 @@ fn settings_differences(table: &ProfileSettings, requested: &ProfileSettings) ->
         .collect()
 }
 
-/// The shape cap profiling applies: the stored one, raised to the minimum.
+/// Returns the shape cap profiling applies: the stored one, raised to the minimum.
 fn effective_shapes(settings: &ProfileSettings) -> usize {
     settings.max_shapes_per_op.max(crate::cost::profile::MIN_SHAPES_PER_OP)
 }

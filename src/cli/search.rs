@@ -743,8 +743,8 @@ fn print_front(objectives: &[Objective], constraints: &[Constraint], report: &Se
 /// Four decimals, with thousands grouping for large integers and exponent notation for very
 /// small or large values.
 fn format_value(value: f64) -> String {
-    // Whole numbers below 1e15 (counts such as parameters) are grouped; every f64 from about
-    // 4.5e15 up is whole, so larger values use the exponent form whatever their fraction.
+    // Whole numbers below 1e15, such as parameter counts, are grouped. Every f64 above about
+    // 4.5e15 is whole, so larger values use the exponent form.
     if value.abs() >= 1e4 && value.fract() == 0.0 && value.abs() < 1e15 {
         let sign = if value < 0.0 { "-" } else { "" };
         format!("{sign}{}", super::arch::group(value.abs() as u64))

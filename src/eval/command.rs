@@ -170,8 +170,8 @@ impl Evaluator for CommandEvaluator {
         "command"
     }
 
-    /// The program and its arguments: another program reports other metrics. The time-out
-    /// may change between runs.
+    /// Returns the program and its arguments, because another program reports other metrics.
+    /// The time-out may change between runs.
     fn settings(&self) -> std::collections::BTreeMap<String, String> {
         std::collections::BTreeMap::from([("command".to_string(), self.argv.join(" "))])
     }
