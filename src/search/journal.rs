@@ -265,15 +265,6 @@ impl Settings {
             let size = |s: &Settings| format!("{} of {} architectures", s.space, s.space_size);
             return Err(mismatch("space", size(stored), format!("{} (the space's definition changed)", size(self))));
         }
-        if !stored.space_digest.is_empty() && stored.space_digest != self.space_digest {
-            return Err(crate::Error::Invalid(format!(
-                "cannot resume {}: the definition of space {} changed since the search started (its choices, fixed values, constraints or table cells differ, digest {} instead of {}); restore the original space file or table, or use a new --out directory",
-                dir.display(),
-                self.space,
-                self.space_digest,
-                stored.space_digest
-            )));
-        }
         if !stored.features.is_empty() && stored.features != self.features {
             let position = stored.features.iter().zip(&self.features).position(|(a, b)| a != b);
             let difference = match position {
@@ -283,6 +274,15 @@ impl Settings {
             return Err(crate::Error::Invalid(format!(
                 "cannot resume {}: the space's decisions differ from those the search started with ({difference}); give the original --decisions in their original order, or leave them out",
                 dir.display()
+            )));
+        }
+        if !stored.space_digest.is_empty() && stored.space_digest != self.space_digest {
+            return Err(crate::Error::Invalid(format!(
+                "cannot resume {}: the definition of space {} changed since the search started (its choices, fixed values, constraints or table cells differ, digest {} instead of {}); restore the original space file or table, or use a new --out directory",
+                dir.display(),
+                self.space,
+                self.space_digest,
+                stored.space_digest
             )));
         }
         if stored.evaluator != self.evaluator {

@@ -44,7 +44,8 @@ pub struct TableSpace {
     /// `rows.len() × metric_names.len()`, row-major.
     metrics: Vec<f64>,
     trie: Vec<TrieNode>,
-    /// [`super::fnv1a_64`] of the decision names, the header and every cell.
+    /// [`super::fnv1a_64`] of the header and every cell. The decisions are left out: a resume
+    /// compares them separately, with a clearer message.
     digest: String,
 }
 
@@ -245,7 +246,7 @@ impl TableSpace {
         }
 
         // Unit and record separators keep cell boundaries apart in the digest.
-        let mut text = format!("{}\x1e{}\x1e", decisions.join("\x1f"), headers.join("\x1f"));
+        let mut text = format!("{}\x1e", headers.join("\x1f"));
         for record in records {
             text.push_str(&record.join("\x1f"));
             text.push('\x1e');
