@@ -1,5 +1,5 @@
 //! [`GpuOpTimer`]: times the crate's WGSL kernels (`crate::kernels::*::gpu`) on a wgpu device,
-//! recorded exactly as [`crate::model::GpuModel`] records them: weights stored `[n, k]` (matmul
+//! recorded exactly as [`crate::model::gpu::GpuModel`] records them: weights stored `[n, k]` (matmul
 //! with `transpose_b`), RoPE in place, decode attention through its split and reduce passes.
 //!
 //! Timing goes through [`crate::device::time_gpu_with_source`]: pass-level timestamp queries

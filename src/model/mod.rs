@@ -5,7 +5,7 @@
 //! - [`cache`]: [`KvCache`], preallocated keys and values.
 //! - [`forward`]: [`CpuModel`], the pre-norm decoder built from the CPU kernels, with a
 //!   reference mode that calls the `_ref` kernels for parity tests.
-//! - [`bench`]: [`bench_cpu`], median latency and peak memory of prefill or decode.
+//! - [`mod@bench`]: [`bench_cpu`], median latency and peak memory of prefill or decode.
 
 pub mod bench;
 pub mod cache;

@@ -819,7 +819,7 @@ impl SearchSpace for Space {
         names
     }
 
-    /// Computes the decision values normalised to `[0, 1]` (see [`normalised`]), per-layer
+    /// Computes the decision values normalised to `[0, 1]` (see `normalised`), per-layer
     /// values padded with 0 beyond the architecture's depth, layer presence flags when the
     /// depth varies, then `arch::features::encode` of the architecture.
     ///

@@ -46,7 +46,7 @@ impl Activation {
     }
 
     /// Applies the activation to every value of `values`, the inference path. SiLU, GELU and
-    /// tanh use [`exp_approx`] instead of the C library's `expf` and `tanhf`, so the loop has no
+    /// tanh use `exp_approx` instead of the C library's `expf` and `tanhf`, so the loop has no
     /// calls and the compiler vectorises it. The results stay within 1e-6 relative (1e-7
     /// absolute near zero) of [`Activation::apply`], as `applied_slices_match_scalar` checks.
     pub fn apply_slice(self, values: &mut [f32]) {
