@@ -125,9 +125,9 @@ pub struct Args {
     #[arg(long)]
     pub resume: Option<PathBuf>,
 
-    /// Also write a Hugging Face config.json for every front architecture, to OUT/front/N/ (N counts the front points from 0).
-    /// Architectures with per-layer shapes are skipped with a warning, because the Hugging Face
-    /// configs have one shape for all layers.
+    /// Also write a Hugging Face config.json for every front architecture, to OUT/front/N/ (N
+    /// counts the front points from 0). Architectures with per-layer shapes are skipped with a
+    /// warning, because the Hugging Face configs have one shape for all layers.
     #[arg(long)]
     pub export_front: bool,
 
