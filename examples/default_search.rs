@@ -50,7 +50,7 @@ fn main() -> alphanas::Result<()> {
     for point in &front {
         let summary = match &point.candidate {
             Candidate::Arch(arch) => arch.summary(),
-            Candidate::Row { index, .. } => format!("row {index}"),
+            Candidate::Row { source_row, .. } => format!("row {source_row}"),
         };
         println!("{:>12.3}  {:>16.0}  {summary}", point.objectives[0], point.objectives[1]);
     }

@@ -51,6 +51,7 @@ impl SearchSpace for GridSpace {
     fn candidate(&self, choices: &[u32]) -> Candidate {
         Candidate::Row {
             index: self.index(choices),
+            source_row: self.index(choices),
             values: choices.iter().enumerate().map(|(i, c)| (format!("x{i}"), c.to_string())).collect(),
         }
     }

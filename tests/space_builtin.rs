@@ -210,7 +210,7 @@ fn choices_of_rejects_foreign_arch() {
     let space = builtin("hwgpt-s");
     let foreign = Candidate::Arch(alphanas::arch::presets::gpt2_small());
     assert_eq!(space.choices_of(&foreign), None);
-    let row = Candidate::Row { index: 0, values: Vec::new() };
+    let row = Candidate::Row { index: 0, source_row: 0, values: Vec::new() };
     assert_eq!(space.choices_of(&row), None);
 }
 

@@ -680,9 +680,9 @@ fn export_front(out_dir: &Path, report: &SearchReport) -> Vec<PathBuf> {
 fn describe_candidate(candidate: &Candidate) -> String {
     match candidate {
         Candidate::Arch(arch) => arch.summary(),
-        Candidate::Row { index, values } => {
+        Candidate::Row { source_row, values, .. } => {
             let parts: Vec<String> = values.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            format!("row {index}: {}", parts.join(" "))
+            format!("row {source_row}: {}", parts.join(" "))
         }
     }
 }

@@ -204,9 +204,9 @@ impl Evaluator for CommandEvaluator {
 pub fn candidate_json(candidate: &Candidate) -> String {
     match candidate {
         Candidate::Arch(arch) => arch.to_json(),
-        Candidate::Row { index, values } => {
+        Candidate::Row { source_row, values, .. } => {
             let mut object = serde_json::Map::new();
-            object.insert("row".into(), serde_json::Value::from(*index as u64));
+            object.insert("row".into(), serde_json::Value::from(*source_row as u64));
             for (name, value) in values {
                 object.insert(name.clone(), serde_json::Value::String(value.clone()));
             }
@@ -463,7 +463,7 @@ mod tests {
 
     #[test]
     fn row_candidate_json() {
-        let row = Candidate::Row { index: 7, values: vec![("width".into(), "256".into())] };
+        let row = Candidate::Row { index: 5, source_row: 7, values: vec![("width".into(), "256".into())] };
         let value: serde_json::Value = serde_json::from_str(&candidate_json(&row)).unwrap();
         assert_eq!(value["row"], 7);
         assert_eq!(value["width"], "256");

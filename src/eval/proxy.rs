@@ -324,7 +324,7 @@ pub(crate) mod tests {
     #[test]
     fn table_row_fails_cleanly() {
         let eval = ProxyEvaluator::new(Quality::DecoderParams, AnalyticSettings::default());
-        let row = Candidate::Row { index: 3, values: vec![("a".into(), "1".into())] };
+        let row = Candidate::Row { index: 3, source_row: 3, values: vec![("a".into(), "1".into())] };
         let outcome = eval.evaluate(0, &row);
         assert_eq!(outcome.status, Status::Failed);
         assert!(outcome.error.unwrap().contains("row 3"));

@@ -319,7 +319,7 @@ mod tests {
         feedback.on_result(&Candidate::Arch(archs[0].clone()), &ok_outcome(&[("latency_decode_ms", f64::NAN)]));
         assert!(feedback.points().is_empty());
         let mut out = Vec::new();
-        feedback.extra_features(&Candidate::Row { index: 0, values: Vec::new() }, &mut out);
+        feedback.extra_features(&Candidate::Row { index: 0, source_row: 0, values: Vec::new() }, &mut out);
         assert_eq!(out, vec![0.0, 0.0]);
     }
 

@@ -43,9 +43,13 @@ pub struct Decision {
 pub enum Candidate {
     /// An architecture of an architecture space.
     Arch(crate::arch::Architecture),
-    /// Row `index` of a table space, with its decision values by column name.
+    /// A row of a table space, with its decision values by column name.
     Row {
+        /// Position among the space's distinct rows, after rows that repeat an earlier row's
+        /// decision values are dropped.
         index: usize,
+        /// The row's position among the file's data rows, from 0 (CSV line `source_row + 2`).
+        source_row: usize,
         values: Vec<(String, String)>,
     },
 }

@@ -40,6 +40,8 @@ pub struct TableSpace {
     max_layers: usize,
     /// Choice sequence of each kept row.
     rows: Vec<Vec<u32>>,
+    /// Data row of the file (from 0) of each kept row.
+    source_rows: Vec<usize>,
     metric_names: Vec<String>,
     /// `rows.len() × metric_names.len()`, row-major.
     metrics: Vec<f64>,
@@ -169,6 +171,7 @@ impl TableSpace {
         let mut layers_of: HashMap<Vec<u32>, (usize, usize)> = HashMap::new();
         let mut seen: HashSet<Vec<u32>> = HashSet::new();
         let mut rows = Vec::new();
+        let mut source_rows = Vec::new();
         let mut metrics = Vec::new();
         let mut duplicates = 0usize;
         let mut max_layers = 0usize;
@@ -222,6 +225,7 @@ impl TableSpace {
             }
             max_layers = max_layers.max(layers);
             rows.push(choices);
+            source_rows.push(r);
         }
         if duplicates > 0 {
             log::warn!("{source}: dropped {duplicates} rows that repeat an earlier row's decision values");
@@ -257,6 +261,7 @@ impl TableSpace {
             lists,
             max_layers,
             rows,
+            source_rows,
             metric_names,
             metrics,
             trie,
@@ -373,12 +378,12 @@ impl SearchSpace for TableSpace {
             .walk(choices)
             .and_then(|node| node.row)
             .expect("candidate() takes a complete choice sequence of this table") as usize;
-        Candidate::Row { index, values: self.row_values(index) }
+        Candidate::Row { index, source_row: self.source_rows[index], values: self.row_values(index) }
     }
 
     fn choices_of(&self, candidate: &Candidate) -> Option<Vec<u32>> {
         match candidate {
-            Candidate::Row { index, values } if *index < self.rows.len() && self.row_values(*index) == *values => {
+            Candidate::Row { index, values, .. } if *index < self.rows.len() && self.row_values(*index) == *values => {
                 Some(self.rows[*index].clone())
             }
             _ => None,
@@ -440,6 +445,18 @@ mod tests {
             strings(&["128", "2", "4 2", "9.9", "99"]),
         ];
         TableSpace::from_records("small", "small.csv", &headers, &records, &strings(&["d", "n_layer", "ratio"])).unwrap()
+    }
+
+    /// After a dropped duplicate, candidates still name their row of the file.
+    #[test]
+    fn candidates_keep_file_rows() {
+        let headers = strings(&["w", "x"]);
+        let records = vec![strings(&["64", "1"]), strings(&["64", "2"]), strings(&["128", "3"])];
+        let space = TableSpace::from_records("t", "t.csv", &headers, &records, &strings(&["w"])).unwrap();
+        let choice = space.row_values(1);
+        assert_eq!(choice, vec![("w".to_string(), "128".to_string())]);
+        let Candidate::Row { index, source_row, .. } = space.candidate(&space.rows[1].clone()) else { panic!("a row") };
+        assert_eq!((index, source_row), (1, 2));
     }
 
     #[test]
