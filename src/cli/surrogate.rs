@@ -332,6 +332,9 @@ fn prepare_training(table: &Table, args: &ModelArgs) -> crate::Result<Training> 
 /// 0-based indices among the file's data rows.
 fn load_rows(selection: &RowSelection) -> crate::Result<(Table, Vec<usize>)> {
     let table = Table::read(&selection.data)?;
+    if table.is_empty() {
+        return Err(SurrogateError::Invalid(format!("{} has no data rows", selection.data.display())).into());
+    }
     let mut indices: Vec<usize> = (0..table.len()).collect();
 
     if let Some(filter) = &selection.filter {

@@ -50,6 +50,12 @@ impl Table {
     pub fn from_csv(text: &str) -> Result<Table, String> {
         let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(text.as_bytes());
         let columns: Vec<String> = reader.headers().map_err(|e| format!("invalid CSV header: {e}"))?.iter().map(|s| s.trim().to_string()).collect();
+        if columns.iter().all(String::is_empty) {
+            return Err("no header row; the first line must name the columns, separated by commas".into());
+        }
+        if let Some((i, name)) = columns.iter().enumerate().find(|(i, c)| columns[..*i].contains(c)) {
+            return Err(format!("the header names column `{name}` twice (column {} repeats an earlier one); give each column a distinct name", i + 1));
+        }
         let mut rows = Vec::new();
         for (i, record) in reader.records().enumerate() {
             let record = record.map_err(|e| format!("invalid CSV at data row {i}: {e}"))?;
@@ -328,6 +334,14 @@ fn encode_architectures(table: &Table) -> Result<Vec<Vec<f64>>, SurrogateError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn csv_header_checked() {
+        let empty = Table::from_csv("").unwrap_err();
+        assert!(empty.contains("no header row"), "{empty}");
+        let twice = Table::from_csv("w,w,ppl\n1,2,3\n").unwrap_err();
+        assert!(twice.contains("names column `w` twice"), "{twice}");
+    }
 
     #[test]
     fn csv_columns_encode_with_one_hot() {
