@@ -118,8 +118,11 @@ fn search_proxy_writes_outputs() {
     let svg = std::fs::read_to_string(out.join("pareto.svg")).unwrap();
     assert!(svg.contains("<svg"));
     assert!(svg.contains("flops_per_token"));
-    let config = out.join("front/0/config.json");
-    assert!(config.is_file(), "no exported front config");
+    // Folders are named by evaluation number, as in the front's `eval` column.
+    let front: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("front.json")).unwrap()).unwrap();
+    let eval = &front.as_array().expect("front.json is a list")[0]["eval"];
+    let config = out.join(format!("front/{eval}/config.json"));
+    assert!(config.is_file(), "no exported config at {}", config.display());
     let value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(config).unwrap()).unwrap();
     assert!(value["model_type"] == "llama" || value["model_type"] == "gpt2");
 }

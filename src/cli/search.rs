@@ -125,9 +125,10 @@ pub struct Args {
     #[arg(long)]
     pub resume: Option<PathBuf>,
 
-    /// Also write a Hugging Face config.json for every front architecture, to OUT/front/N/ (N
-    /// counts the front points from 0). Architectures with per-layer shapes are skipped with a
-    /// warning, because the Hugging Face configs have one shape for all layers.
+    /// Also write a Hugging Face config.json for every front architecture, to OUT/front/EVAL/,
+    /// where EVAL is its evaluation number (the eval column of the front). Architectures with
+    /// per-layer shapes are skipped with a warning, because the Hugging Face configs have one
+    /// shape for all layers.
     #[arg(long)]
     pub export_front: bool,
 
@@ -658,20 +659,22 @@ fn write_plot(out_dir: &Path, objectives: &[Objective], report: &SearchReport) -
     Ok(())
 }
 
-/// Writes `front/<i>/config.json` for every front architecture that a Hugging Face format can
-/// express, and returns the folders written. Others are skipped with a warning.
+/// Writes `front/<eval>/config.json` for every front architecture that a Hugging Face format
+/// can express, named by its evaluation number (the `eval` column of the printed front and of
+/// front.csv), and returns the folders written. Others are skipped with a warning.
 fn export_front(out_dir: &Path, report: &SearchReport) -> Vec<PathBuf> {
     let mut written = Vec::new();
-    for (i, point) in report.front.iter().enumerate() {
+    for point in &report.front {
+        let eval = point.eval;
         let Candidate::Arch(arch) = &point.candidate else {
-            log::warn!("front point {i} is a table row, which has no architecture to export");
+            log::warn!("front point of evaluation {eval} is a table row, which has no architecture to export");
             continue;
         };
-        let dir = out_dir.join("front").join(i.to_string());
+        let dir = out_dir.join("front").join(eval.to_string());
         let format = crate::export::Format::natural_for(arch);
         match crate::export::write_hf_config(arch, format, &dir) {
             Ok(_) => written.push(dir),
-            Err(e) => log::warn!("front point {i} ({}) not exported: {e}", arch.summary()),
+            Err(e) => log::warn!("front point of evaluation {eval} ({}) not exported: {e}", arch.summary()),
         }
     }
     written
