@@ -133,7 +133,8 @@ impl CostTable {
                 "measured latency ({measured_ms} ms) of {arch} must be a positive finite number"
             )));
         }
-        let predicted_ms = self.predict(arch, mode, batch, seq)?.raw_ms;
+        // Quiet, because callers that measure many models report extrapolation themselves.
+        let predicted_ms = super::predict::Predictor::new(self).quiet().predict(arch, mode, batch, seq)?.raw_ms;
         let calibration = self.calibration.get_or_insert_with(Calibration::default);
         calibration.measurements.push(Measurement { arch: arch.clone(), mode, batch, seq, measured_ms, predicted_ms });
         Ok(())
@@ -151,7 +152,9 @@ impl CostTable {
     }
 
     fn refit(&self, calibration: &mut Calibration) -> Result<(), CostError> {
-        let predictor = super::predict::Predictor::new(self);
+        // Quiet: every refit predicts every measured model again, and their extrapolated shapes
+        // were reported when they were first predicted.
+        let predictor = super::predict::Predictor::new(self).quiet();
         for m in &mut calibration.measurements {
             m.predicted_ms = predictor.predict(&m.arch, m.mode, m.batch, m.seq)?.raw_ms;
         }

@@ -330,9 +330,10 @@ impl<'a> Predictor<'a> {
 
         if self.warn && !prediction.extrapolated.is_empty() {
             log::warn!(
-                "{} of {} op shapes of {arch} lie far outside the cost table's range, so their latencies are extrapolated: {}",
-                prediction.extrapolated.len(),
+                "{} of the {} ops of {arch} ({} distinct shapes) lie far outside the cost table's range, so their latencies are extrapolated: {}",
+                prediction.extrapolated_ops,
                 prediction.ops.len(),
+                prediction.extrapolated.len(),
                 prediction.extrapolated.join(", ")
             );
         }

@@ -202,6 +202,15 @@ impl SearchHooks for CostTableFeedback {
             };
             if extrapolated {
                 self.extrapolated_candidates += 1;
+                if self.extrapolated_candidates == 1 {
+                    log::warn!(
+                        "the cost table does not cover some op shapes of {} at {} (batch {}, seq {}), so its prediction is extrapolated; summary.json counts such predictions as extrapolated_candidates, and profiling at these lengths avoids them",
+                        arch.summary(),
+                        pass.metric,
+                        pass.batch,
+                        pass.table_seq(arch)
+                    );
+                }
             }
             self.points.push(FeedbackPoint {
                 result,
