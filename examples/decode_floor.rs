@@ -44,13 +44,20 @@ fn sum_lanes(values: &[f32]) -> f32 {
     lanes.iter().sum()
 }
 
-fn main() {
+fn main() -> alphanas::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arch = match args.first() {
-        Some(path) => Architecture::from_file(Path::new(path)).unwrap_or_else(|e| panic!("{e}")),
+        Some(path) => Architecture::from_file(Path::new(path))?,
         None => presets::llama_100m(),
     };
-    let seq: usize = args.get(1).map_or(128, |s| s.parse().expect("SEQ must be a positive integer"));
+    let seq = match args.get(1) {
+        None => 128,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|&s| s > 0 && s as u64 <= arch.max_seq_len)
+            .ok_or_else(|| alphanas::Error::Invalid(format!("SEQ ({text}) must be an integer from 1 to the architecture's max_seq_len ({})", arch.max_seq_len)))?,
+    };
     println!("threads {}", rayon::current_num_threads());
 
     let len = BUFFER_BYTES / 4;
@@ -69,10 +76,10 @@ fn main() {
     drop((src, dst));
     println!("copy bandwidth {copy_gbps:.2} GB/s (read + write), read bandwidth {read_gbps:.2} GB/s");
 
-    let weights = Weights::random(&arch, 0).expect("weights fit in memory");
+    let weights = Weights::random(&arch, 0)?;
     let read_bytes = weights.decode_read_bytes() as f64;
     drop(weights);
-    let result = bench_cpu(&arch, Mode::Decode, 1, seq, 3, 20, 0).expect("decode benchmark runs");
+    let result = bench_cpu(&arch, Mode::Decode, 1, seq, 3, 20, 0)?;
     let floor_copy_ms = read_bytes / copy_gbps / 1e6;
     let floor_read_ms = read_bytes / read_gbps / 1e6;
     println!("model {} params, decode reads {:.1} MB of weights", arch.params(), read_bytes / 1e6);
@@ -88,4 +95,5 @@ fn main() {
         result.latency_ms / floor_copy_ms,
         result.latency_ms / floor_read_ms
     );
+    Ok(())
 }

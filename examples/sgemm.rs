@@ -10,11 +10,16 @@ use alphanas::kernels::matmul::cpu::matmul_into;
 use alphanas::kernels::test_util::random_vec;
 use alphanas::stats::TimingStats;
 
-fn main() {
-    let sizes: Vec<usize> = std::env::args()
+fn main() -> alphanas::Result<()> {
+    let sizes = std::env::args()
         .skip(1)
-        .map(|arg| arg.parse().unwrap_or_else(|_| panic!("size `{arg}` is not a positive integer")))
-        .collect();
+        .map(|arg| {
+            arg.parse::<usize>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| alphanas::Error::Invalid(format!("size `{arg}` is not a positive integer")))
+        })
+        .collect::<alphanas::Result<Vec<usize>>>()?;
     let sizes = if sizes.is_empty() { vec![512, 1024, 2048] } else { sizes };
     println!("# alphanas gemm crate, {} threads", rayon::current_num_threads());
 
@@ -38,4 +43,5 @@ fn main() {
         let stats = TimingStats::from_samples(&samples).expect("runs >= 5");
         println!("n={n} median_ms={:.3} gflops={:.1} runs={runs}", stats.median_ns / 1e6, flops / stats.median_ns);
     }
+    Ok(())
 }
