@@ -524,7 +524,7 @@ fn parse_range(field: Field, entry: &str, table: &toml::Table) -> Result<Vec<Val
     let steps = ((stop - start) / step + 1e-9).floor();
     if steps + 1.0 > MAX_CHOICES as f64 {
         return Err(invalid(format!(
-            "{entry} expands to {} choices, more than the supported {MAX_CHOICES}; use a larger step",
+            "{entry} expands to {:.3e} choices, more than the supported {MAX_CHOICES}; use a larger step",
             steps + 1.0
         )));
     }
