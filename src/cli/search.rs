@@ -739,7 +739,12 @@ fn print_front(objectives: &[Objective], constraints: &[Constraint], report: &Se
         // the worst value, and may be negative.
         let reference: Vec<String> =
             objectives.iter().zip(&report.reference_point).map(|(o, &v)| format!("{} {}", o.metric, format_value(v))).collect();
-        println!("hypervolume {} (reference point: {})", format_value(*hv), reference.join(", "));
+        if hv.is_finite() {
+            println!("hypervolume {} (reference point: {})", format_value(*hv), reference.join(", "));
+        } else {
+            // summary.json stores such a value as null.
+            println!("hypervolume not computed: the objective values span more than f64 can hold (reference point: {})", reference.join(", "));
+        }
     }
 }
 
