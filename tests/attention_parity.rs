@@ -269,9 +269,9 @@ fn prefill_in_passes(ctx: &GpuContext, q: &[f32], k: &[f32], v: &[f32], shape: &
 }
 
 /// Key passes give full causal attention on every prefill case. Passes of 13 keys (not a
-/// multiple of the K/V tile) run with ordinary scores. Passes of 64 run with entries of 20,
-/// whose scores in the hundreds overflow exp() in f32 unless the running max carried between
-/// passes rescales them; they stay within the tolerance's bound of 1e3.
+/// multiple of the K/V tile) run with ordinary scores. Passes of 64 run with entries of 20.
+/// Their scores in the hundreds overflow exp() in f32 unless the running max carried between
+/// passes rescales them, and they stay within the tolerance's bound of 1e3.
 #[test]
 fn prefill_in_key_passes_matches_cpu() {
     let Some(ctx) = gpu_for_tests("prefill_in_key_passes_matches_cpu") else { return };

@@ -298,7 +298,7 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
     // A folder this run creates is removed again when the search stops with an error before
     // any result is recorded, so a mistyped option leaves nothing behind.
     let created_here = !resume && !out_dir.exists();
-    if !resume && !std::fs::metadata(out_dir.join("history.jsonl")).is_ok_and(|m| m.len() > 0) {
+    if !resume && !has_results(&out_dir) {
         super::resume::record_new(&out_dir, global)?;
     }
     if let Some(ctx) = &cfg.scoring_gpu {
@@ -321,8 +321,7 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
     let report = match result {
         Ok(report) => report,
         Err(err) => {
-            let nothing_recorded = !std::fs::metadata(out_dir.join("history.jsonl")).is_ok_and(|m| m.len() > 0);
-            if created_here && nothing_recorded {
+            if created_here && !has_results(&out_dir) {
                 if let Err(e) = std::fs::remove_dir_all(&out_dir) {
                     log::debug!("cannot remove {}: {e}", out_dir.display());
                 }
@@ -591,6 +590,11 @@ fn install_stop_handler() -> Arc<AtomicBool> {
 }
 
 /// `runs/search-YYYYMMDD-HHMMSS` in UTC.
+/// Returns whether the search folder `dir` has a non-empty `history.jsonl`.
+fn has_results(dir: &Path) -> bool {
+    std::fs::metadata(dir.join("history.jsonl")).is_ok_and(|m| m.len() > 0)
+}
+
 fn default_out_dir() -> PathBuf {
     let seconds = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -227,7 +227,7 @@ impl PrefillScratch {
     /// Scratch for `shape` in `dtype` on this device: state buffers when the device splits its
     /// keys into several passes (llvmpipe, for long sequences), placeholders otherwise.
     pub fn new(ctx: &GpuContext, shape: &PrefillShape, dtype: DType) -> Result<Self> {
-        if prefill_passes(shape.kv_len, default_pass_keys(ctx, dtype, shape.head_dim)) > 1 {
+        if device_passes(ctx, shape, dtype) > 1 {
             Self::with_state(ctx, shape)
         } else {
             let acc = GpuTensor::empty(ctx, &[1], DType::F32)?;
@@ -246,8 +246,7 @@ impl PrefillScratch {
 
     /// Returns whether this scratch serves `shape` in `dtype` on this device as it is.
     pub fn fits(&self, ctx: &GpuContext, shape: &PrefillShape, dtype: DType) -> bool {
-        let passes = prefill_passes(shape.kv_len, default_pass_keys(ctx, dtype, shape.head_dim));
-        passes == 1 || self.holds_state_for(shape)
+        device_passes(ctx, shape, dtype) == 1 || self.holds_state_for(shape)
     }
 
     fn holds_state_for(&self, shape: &PrefillShape) -> bool {
@@ -436,6 +435,11 @@ fn pass_keys_within(budget: usize, head_dim: usize, block_k: usize) -> usize {
     }
 }
 
+/// Returns the number of key passes this device makes for `shape` in `dtype`.
+fn device_passes(ctx: &GpuContext, shape: &PrefillShape, dtype: DType) -> usize {
+    prefill_passes(shape.kv_len, default_pass_keys(ctx, dtype, shape.head_dim))
+}
+
 /// Returns the number of key passes over `kv_len` keys of at most `pass_keys` each.
 fn prefill_passes(kv_len: usize, pass_keys: usize) -> usize {
     kv_len.div_ceil(pass_keys).max(1)
@@ -460,9 +464,8 @@ pub fn record_prefill(
 
 /// Records causal prefill attention as [`record_prefill`] does, with the keys split into passes
 /// of at most `pass_keys` each, dispatched back to back. Tests use it to run several passes on
-/// a device that needs only one. `scratch`
-/// must contain state for `shape` (see [`PrefillScratch::with_state`]) when there is more
-/// than one pass.
+/// a device that needs only one. `scratch` must contain state for `shape` (see
+/// [`PrefillScratch::with_state`]) when there is more than one pass.
 #[allow(clippy::too_many_arguments)]
 pub fn record_prefill_passes(
     rec: &mut Recorder<'_>,
