@@ -150,7 +150,8 @@ fn search_kill9_then_resume() {
     let mut args = command_search_args(&script, 16);
     args.extend(["--out".into(), out.display().to_string()]);
 
-    let mut child = alphanas().args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    // SIGKILL leaves the candidate files of the trials in flight, so they go to the test's folder.
+    let mut child = alphanas().env("TMPDIR", dir.path()).args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     wait_for_lines(&mut child, &out, 5, Duration::from_secs(120));
     // SAFETY: SIGKILL to our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
@@ -339,7 +340,9 @@ fn search_second_interrupt_kills_trials() {
     let out = dir.path().join("run");
     let mut args = command_search_args(&script, 20);
     args.extend(["--out".into(), out.display().to_string(), "--workers".into(), "2".into()]);
-    let child = alphanas().args(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let files = dir.path().join("candidates");
+    std::fs::create_dir(&files).unwrap();
+    let child = alphanas().env("TMPDIR", &files).args(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     wait_for_start(dir.path(), Duration::from_secs(60));
     for _ in 0..2 {
         // SAFETY: SIGINT to our own child, as Ctrl-C sends it.
@@ -353,6 +356,9 @@ fn search_second_interrupt_kills_trials() {
     // The trials in flight were killed, so none of them gets to write its end mark.
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(done_marks(dir.path()), 0);
+    // Their candidate files were removed before the exit.
+    let left: Vec<_> = std::fs::read_dir(&files).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "candidate files left behind: {left:?}");
 }
 
 #[test]
@@ -362,7 +368,7 @@ fn search_sigkill_takes_trials_down() {
     let out = dir.path().join("run");
     let mut args = command_search_args(&script, 20);
     args.extend(["--out".into(), out.display().to_string()]);
-    let mut child = alphanas().args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = alphanas().env("TMPDIR", dir.path()).args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     wait_for_start(dir.path(), Duration::from_secs(60));
     child.kill().unwrap();
     child.wait().unwrap();

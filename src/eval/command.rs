@@ -300,13 +300,20 @@ fn wait_with_deadline(child: &mut Child, timeout: Option<Duration>) -> std::io::
 /// Process groups of the trials running now, so that [`kill_running_trials`] can stop them.
 static RUNNING_GROUPS: Mutex<BTreeSet<libc::pid_t>> = Mutex::new(BTreeSet::new());
 
-/// Kills the process group of every command trial still running and returns how many there
-/// were. For a process that is about to exit without waiting for its trials (a second Ctrl-C
-/// or SIGTERM), so that no trial outlives it.
+/// Candidate files of the trials running now, so that [`kill_running_trials`] can remove them
+/// when the process exits without dropping them.
+static LIVE_FILES: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+/// Kills the process group of every command trial still running, removes their candidate
+/// files, and returns how many trials there were. For a process that is about to exit without
+/// waiting for its trials (a second Ctrl-C), so that neither a trial nor its file outlives it.
 pub fn kill_running_trials() -> usize {
     let groups = RUNNING_GROUPS.lock().unwrap_or_else(|e| e.into_inner());
     for &group in groups.iter() {
         kill_group(group);
+    }
+    for path in LIVE_FILES.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        let _ = std::fs::remove_file(path);
     }
     groups.len()
 }
@@ -391,20 +398,25 @@ impl TempFile {
         let serial = FILE_COUNTER.fetch_add(1, Ordering::Relaxed);
         let name = format!("alphanas-{}-trial{trial}-{serial}.json", std::process::id());
         let path = std::env::temp_dir().join(name);
-        let mut file = std::fs::OpenOptions::new()
+        let mut handle = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&path)
             .map_err(|e| format!("cannot create the candidate file {}: {e}; check that TMPDIR is writable", path.display()))?;
-        file.write_all(contents.as_bytes())
-            .map_err(|e| format!("cannot write the candidate file {}: {e}", path.display()))?;
-        Ok(TempFile { path })
+        // Registered before the write, so that a failed write still removes the file on drop.
+        LIVE_FILES.lock().unwrap_or_else(|e| e.into_inner()).insert(path.clone());
+        let file = TempFile { path };
+        handle
+            .write_all(contents.as_bytes())
+            .map_err(|e| format!("cannot write the candidate file {}: {e}", file.path.display()))?;
+        Ok(file)
     }
 }
 
 impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+        LIVE_FILES.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.path);
     }
 }
 
