@@ -131,6 +131,14 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
 
     let mut table = open_or_create(args, &settings, timer.as_mut(), dtype)?;
     let report = profile_table(timer.as_mut(), &plan, &options, &mut table, Some(&args.out), !global.json && global.quiet == 0)?;
+    let agreement = table.round_agreement(0.10);
+    if let Some(share) = agreement.filter(|&share| share < UNSTEADY_BELOW) {
+        log::warn!(
+            "the machine's speed changed during profiling: only {:.0}% of the rounds lie within ±10% of their entry's median, so predictions from {} are unlikely to be closer than that; stop other work on the machine and profile again; more --rounds make each median steadier but cannot remove the change",
+            100.0 * share,
+            args.out.display()
+        );
+    }
 
     if global.json {
         super::print_json(&serde_json::json!({
@@ -139,6 +147,7 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
             "timed": report.timed,
             "skipped": report.skipped,
             "elapsed_s": report.elapsed.as_secs_f64(),
+            "rounds_within_10pct": agreement,
             "device": table.device,
             "dtype": table.dtype,
         }))?;
@@ -153,9 +162,16 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
             table.device.name,
             table.device.backend
         );
+        if let Some(share) = agreement {
+            println!("{:.1}% of the rounds lie within ±10% of their entry's median (the median of all rounds is kept)", 100.0 * share);
+        }
     }
     Ok(())
 }
+
+/// Share of rounds within ±10% of their entry's median below which `profile` warns that the
+/// machine's speed changed during the run.
+const UNSTEADY_BELOW: f64 = 0.9;
 
 fn parse_dtype(text: &str) -> crate::Result<Dtype> {
     match Dtype::parse(text) {

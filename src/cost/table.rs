@@ -283,6 +283,19 @@ impl CostTable {
         }
     }
 
+    /// How well the rounds of the table agree: the share of rounds, over every entry timed in
+    /// two or more, whose median lies within ±`tolerance` of the entry's median. `None` when no
+    /// entry has two rounds. A machine whose speed holds still gives nearly 1; the share of
+    /// whole models a table predicts within the same tolerance is unlikely to be higher.
+    pub fn round_agreement(&self, tolerance: f64) -> Option<f64> {
+        let (mut within, mut total) = (0usize, 0usize);
+        for entry in self.entries.iter().filter(|e| e.round_medians_ns.len() >= 2) {
+            total += entry.round_medians_ns.len();
+            within += entry.round_medians_ns.iter().filter(|&&t| (t / entry.median_ns - 1.0).abs() <= tolerance).count();
+        }
+        (total > 0).then(|| within as f64 / total as f64)
+    }
+
     /// Entries of one op kind as parsed ops with their median times.
     pub fn entries_of(&self, kind: OpKind) -> Vec<(Op, f64)> {
         let mut out: Vec<(Op, f64)> = self
@@ -418,6 +431,19 @@ pub(crate) mod tests {
         table.insert(&Op::matmul(1, 2, 3), &stats(20.0));
         assert_eq!(table.entries.len(), 1);
         assert_eq!(table.entries[0].median_ns, 20.0);
+    }
+
+    #[test]
+    fn round_agreement_counts_rounds_near_the_median() {
+        let mut table = CostTable::new(test_device(), Dtype::F32, test_settings(), 0.0, true);
+        table.insert(&Op::matmul(1, 2, 3), &stats(10.0));
+        assert_eq!(table.round_agreement(0.1), None, "one round has nothing to agree with");
+        // Rounds 100, 105 and 130: the median is 105, and 130 lies 24% above it.
+        table.insert(&Op::matmul(4, 5, 6), &stats(100.0));
+        table.insert_round(&Op::matmul(4, 5, 6), &stats(105.0));
+        table.insert_round(&Op::matmul(4, 5, 6), &stats(130.0));
+        assert_eq!(table.round_agreement(0.1), Some(2.0 / 3.0));
+        assert_eq!(table.round_agreement(0.25), Some(1.0));
     }
 
     #[test]
