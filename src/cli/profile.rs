@@ -4,7 +4,7 @@ use super::Global;
 use crate::arch::{Architecture, Dtype};
 use crate::cost::cpu_timer::CpuOpTimer;
 use crate::cost::gpu_timer::GpuOpTimer;
-use crate::cost::{plan_shapes, profile_table, CostTable, Mode, OpTimer, ProfileOptions, ProfileSettings};
+use crate::cost::{plan_shapes, profile_table, CostTable, Mode, Op, OpTimer, ProfileOptions, ProfileSettings};
 use crate::device::{Backend, BackendChoice};
 use crate::space::{Candidate, SearchSpace};
 use crate::Error;
@@ -95,13 +95,19 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
         architectures_sampled: args.samples.unwrap_or(if args.quick { 300 } else { 2000 }),
         max_shapes_per_op: args.max_shapes.unwrap_or(if args.quick { min_shapes } else { 400 }),
         warmup: args.warmup.unwrap_or(if args.quick { 1 } else { 2 }),
-        runs: args.runs.unwrap_or(if args.quick { 5 } else { 9 }).max(1),
+        runs: args.runs.unwrap_or(if args.quick { 5 } else { 9 }),
         quick: args.quick,
         seed: args.seed,
         rounds: args.rounds.unwrap_or(if args.quick { 1 } else { 3 }),
     };
     if settings.rounds == 0 {
         return Err(Error::Invalid("--rounds (0) must be at least 1".into()));
+    }
+    if settings.runs == 0 {
+        return Err(Error::Invalid("--runs (0) must be at least 1 timed call per shape".into()));
+    }
+    if settings.architectures_sampled == 0 {
+        return Err(Error::Invalid("--samples (0) must be at least 1, because the shapes to profile come from sampled architectures".into()));
     }
     let options = ProfileOptions {
         modes: settings.modes.clone(),
@@ -121,6 +127,7 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
         )));
     }
     let plan = plan_shapes(&archs, &options);
+    check_plan_memory(&plan.ops, dtype)?;
     log::info!(
         "profiling {} shapes of {} sampled architectures of {} ({})",
         plan.ops.len(),
@@ -172,6 +179,21 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
 /// Share of rounds within ±10% of their entry's median below which `profile` warns that the
 /// machine's speed changed during the run.
 const UNSTEADY_BELOW: f64 = 0.9;
+
+/// Fails before any timing when the largest op of the plan would not fit in the memory that is
+/// available. The timers keep an op's inputs and outputs plus buffers of about the same size
+/// (reference copies, staging), hence twice the op's bytes.
+fn check_plan_memory(ops: &[Op], dtype: Dtype) -> crate::Result<()> {
+    let Some(largest) = ops.iter().max_by(|a, b| a.bytes(dtype).total_cmp(&b.bytes(dtype))) else {
+        return Ok(());
+    };
+    let bytes = 2.0 * largest.bytes(dtype);
+    crate::model::weights::check_memory(
+        &format!("the buffers of the largest op of this profile, {largest},"),
+        if bytes < u64::MAX as f64 { bytes as u64 } else { u64::MAX },
+        "lower --batch or --seq",
+    )
+}
 
 fn parse_dtype(text: &str) -> crate::Result<Dtype> {
     match Dtype::parse(text) {
