@@ -73,3 +73,8 @@ pub fn create_parent_dir(path: &std::path::Path) -> Result<()> {
         None => Ok(()),
     }
 }
+
+/// Returns the count with the noun in singular or plural: "1 round", "3 rounds".
+pub(crate) fn plural(count: usize, singular: &str, plural: &str) -> String {
+    format!("{count} {}", if count == 1 { singular } else { plural })
+}

@@ -69,7 +69,7 @@ fn truncated_table_is_a_parse_error() {
 
     let err = CostTable::load(&path).unwrap_err().to_string();
     assert!(err.starts_with("cannot parse cost table"), "{err}");
-    assert!(err.contains("truncated or corrupted"), "{err}");
+    assert!(err.contains("truncated, corrupted or wrongly edited"), "{err}");
     assert!(!err.contains('\n'), "{err}");
 }
 
@@ -116,6 +116,41 @@ fn bad_round_median_is_rejected() {
     let err = CostTable::from_json(&value.to_string(), "t.json").unwrap_err().to_string();
     assert!(err.contains("entries[2]"), "{err}");
     assert!(err.contains("not a positive finite number"), "{err}");
+}
+
+#[test]
+fn implausible_entry_values_are_rejected() {
+    let table = table_for(&presets::llama_tiny());
+    let cases = [
+        ("median_ns", serde_json::json!(1.7e308), "at most 1e15 ns"),
+        ("runs", serde_json::json!(0), "has runs 0"),
+        ("p10_ns", serde_json::json!(1e12), "p10_ns ≤ median_ns ≤ p90_ns"),
+    ];
+    for (field, bad, expected) in cases {
+        let mut value = serde_json::to_value(&table).unwrap();
+        value["entries"][1][field] = bad;
+        let err = CostTable::from_json(&value.to_string(), "t.json").unwrap_err().to_string();
+        assert!(err.contains("entries[1]"), "{field}: {err}");
+        assert!(err.contains(expected), "{field}: {err}");
+    }
+
+    let mut value = serde_json::to_value(&table).unwrap();
+    value["dtype"] = serde_json::json!("bf16");
+    let err = CostTable::from_json(&value.to_string(), "t.json").unwrap_err().to_string();
+    assert!(err.contains("dtype (bf16) must be f32 or f16"), "{err}");
+}
+
+#[test]
+fn cli_rejects_a_table_without_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut table = table_for(&presets::llama_tiny());
+    table.entries.clear();
+    let path = dir.path().join("empty.json");
+    table.save(&path).unwrap();
+    let arch = write_arch(dir.path(), &presets::llama_tiny());
+    let (ok, _, stderr) = predict(&["--table", path.to_str().unwrap(), "--arch", arch.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(stderr.contains("has no entries, so it predicts nothing"), "{stderr}");
 }
 
 #[test]

@@ -13,6 +13,7 @@ pub mod search;
 pub mod space;
 pub mod surrogate;
 
+use crate::error::plural;
 use clap::{Parser, Subcommand};
 
 pub use crate::device::BackendChoice;
@@ -158,10 +159,6 @@ pub fn run(cli: Cli) -> crate::Result<()> {
     }
 }
 
-/// Returns the count with the noun in singular or plural: "1 round", "3 rounds".
-fn plural(count: usize, singular: &str, plural: &str) -> String {
-    format!("{count} {}", if count == 1 { singular } else { plural })
-}
 
 /// Prints `value` as pretty JSON on stdout.
 pub fn print_json<T: serde::Serialize>(value: &T) -> crate::Result<()> {

@@ -54,6 +54,7 @@ struct PredictOutput<'a> {
 
 pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
     let table = CostTable::load(&args.table)?;
+    table.require_entries()?;
     if let Some(text) = &args.dtype {
         let dtype = Dtype::parse(text).ok_or_else(|| Error::Invalid(format!("--dtype ({text}) must be f32 or f16")))?;
         table.require_dtype(dtype)?;
@@ -286,8 +287,12 @@ struct ValidateOutput {
 /// Most rounds `validate-cost` accepts: more only lengthen a run that already spans drift.
 const MAX_ROUNDS: usize = 100;
 
+/// Most test models `validate-cost` accepts. The architecture draw also stops at this scale.
+const MAX_MODELS: usize = 10_000;
+
 pub fn run_validate(args: &ValidateArgs, global: &Global) -> crate::Result<()> {
     let mut table = CostTable::load(&args.table)?;
+    table.require_entries()?;
     if args.calibrate > 20 {
         return Err(Error::Invalid(format!(
             "--calibrate ({}) must be at most 20, because validate-cost scores a calibration fitted on as few measured models as a search has early on; raise --n to test on more models",
@@ -302,6 +307,12 @@ pub fn run_validate(args: &ValidateArgs, global: &Global) -> crate::Result<()> {
     }
     if args.n < 2 {
         return Err(Error::Invalid(format!("--n ({}) must be at least 2 to rank models", args.n)));
+    }
+    if args.n > MAX_MODELS {
+        return Err(Error::Invalid(format!(
+            "--n ({}) must be at most {MAX_MODELS}; each model is measured --rounds times, so even small models take hours at that count",
+            args.n
+        )));
     }
     let measurer = Measurer::for_table(&table, global)?;
     let space = args.space.clone().unwrap_or_else(|| table.settings.space.clone());
@@ -434,7 +445,7 @@ fn print_validation(output: &ValidateOutput, path: &std::path::Path, table: &Cos
         }
         if let Some(fit) = &report.fit {
             let sign = if fit.b < 0.0 { '−' } else { '+' };
-            println!("         fit: measured ≈ {:.4}·predicted {sign} {:.4} ms on {} models", fit.a, fit.b.abs(), fit.n_models);
+            println!("         fit: measured ≈ {:.4}·predicted {sign} {:.4} ms on {}", fit.a, fit.b.abs(), super::plural(fit.n_models, "model", "models"));
         }
         if let Some(r) = &report.repeatability {
             println!("{:<8} {:<7} {:>8} {:>11.1}% {:>12.3}   (one round against another)", "", "repeat", "", 100.0 * r.within_10pct, r.kendall_tau);

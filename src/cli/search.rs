@@ -382,6 +382,7 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
 /// `--measure-batch` and `--measure-seq`, as the `measure` evaluator does.
 fn cost_feedback(args: &Args, path: &std::path::Path, evaluator: &dyn Evaluator) -> crate::Result<CostTableFeedback> {
     let table = crate::cost::CostTable::load(path)?;
+    table.require_entries()?;
     let settings = MeasureSettings {
         batch: args.measure_batch,
         prefill_seq: args.measure_seq,
@@ -468,6 +469,12 @@ fn build_objectives(args: &Args, kind: EvaluatorKind, quality: Quality) -> crate
     let defaults: Vec<String> = match kind {
         EvaluatorKind::Measure => vec!["min:latency_decode_ms".into(), quality.objective(), "min:peak_memory_bytes".into()],
         EvaluatorKind::Proxy => vec!["min:flops_per_token".into(), quality.objective()],
+        EvaluatorKind::Table if args.space_table.is_none() => {
+            // The missing table is the first thing to fix, so it is named before the objectives.
+            return Err(crate::Error::Invalid(
+                "--evaluator table reads metrics from --space-table; give --space-table FILE.csv --decisions COLS".into(),
+            ));
+        }
         EvaluatorKind::Table | EvaluatorKind::Command => {
             return Err(crate::Error::Invalid(
                 "the table and command evaluators have no default objectives; add one or more --objective min:NAME or max:NAME".into(),

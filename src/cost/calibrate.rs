@@ -168,8 +168,8 @@ impl CostTable {
                 .unzip();
             if let Some(fit) = LinearFit::fit(&predicted, &measured) {
                 log::info!(
-                    "calibrated {mode} on {} models: measured ≈ {:.4}·predicted + {:.4} ms, MAPE {:.1}% → {:.1}% (in-sample)",
-                    fit.n_models,
+                    "calibrated {mode} on {}: measured ≈ {:.4}·predicted + {:.4} ms, MAPE {:.1}% → {:.1}% (in-sample)",
+                    crate::error::plural(fit.n_models, "model", "models"),
                     fit.a,
                     fit.b,
                     fit.mape_before * 100.0,

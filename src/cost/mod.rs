@@ -46,7 +46,7 @@ pub enum CostError {
         source: std::io::Error,
     },
     /// The table file is not valid JSON or does not match the format (truncated, corrupted).
-    #[error("cannot parse cost table {path}{location}: {message}; the file is truncated or corrupted, so profile again with `alphanas profile --out {path}` after removing it")]
+    #[error("cannot parse cost table {path}{location}: {message}; the file is truncated, corrupted or wrongly edited, so fix that value, or remove the file and profile again with `alphanas profile --out {path}`")]
     Parse {
         path: String,
         location: String,

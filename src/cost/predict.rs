@@ -328,12 +328,18 @@ impl<'a> Predictor<'a> {
             });
         }
 
+        if !prediction.raw_ms.is_finite() {
+            return Err(CostError::Invalid(format!(
+                "the predicted {mode} latency of {arch} is not a finite number, because the ops of the model extrapolate too far from cost table {}; predict models closer to the profiled space",
+                self.table.path()
+            )));
+        }
         if self.warn && !prediction.extrapolated.is_empty() {
             log::warn!(
-                "{} of the {} ops of {arch} ({} distinct shapes) lie far outside the cost table's range, so their latencies are extrapolated: {}",
+                "{} of the {} ops of {arch} ({}) lie far outside the cost table's range, so their latencies are extrapolated: {}",
                 prediction.extrapolated_ops,
                 prediction.ops.len(),
-                prediction.extrapolated.len(),
+                crate::error::plural(prediction.extrapolated.len(), "distinct shape", "distinct shapes"),
                 prediction.extrapolated.join(", ")
             );
         }

@@ -60,6 +60,10 @@ pub struct ProfileSettings {
     pub rounds: usize,
 }
 
+/// Maximum op timing a table may contain, in nanoseconds (about 11.6 days). Sums of many such
+/// entries stay finite, and no real op runs for longer.
+pub const MAX_TIMING_NS: f64 = 1e15;
+
 fn one_round() -> usize {
     1
 }
@@ -211,14 +215,43 @@ impl CostTable {
         if self.settings.modes.is_empty() {
             return Err(invalid("settings.modes is empty; it lists prefill, decode or both".into()));
         }
+        if !matches!(self.dtype, Dtype::F32 | Dtype::F16) {
+            return Err(invalid(format!("dtype ({}) must be f32 or f16, the element types that `alphanas profile` times", self.dtype)));
+        }
         if !(self.dispatch_overhead_ns.is_finite() && self.dispatch_overhead_ns >= 0.0) {
             return Err(invalid(format!("dispatch_overhead_ns ({}) must be a finite non-negative number", self.dispatch_overhead_ns)));
         }
         for (i, entry) in self.entries.iter().enumerate() {
             let times = [entry.median_ns, entry.p10_ns, entry.p90_ns];
-            if times.iter().chain(&entry.round_medians_ns).any(|t| !(t.is_finite() && *t > 0.0)) {
-                return Err(invalid(format!("entries[{i}] ({}) has a timing that is not a positive finite number", entry.op)));
+            if times.iter().chain(&entry.round_medians_ns).any(|t| !(t.is_finite() && *t > 0.0 && *t <= MAX_TIMING_NS)) {
+                return Err(invalid(format!(
+                    "entries[{i}] ({}) has a timing that is not a positive finite number of at most {MAX_TIMING_NS:e} ns (11.6 days)",
+                    entry.op
+                )));
             }
+            if entry.runs == 0 {
+                return Err(invalid(format!("entries[{i}] ({}) has runs 0; every entry comes from at least one timed run", entry.op)));
+            }
+            // Percentiles interpolate between samples, so rounding may put them a hair out of order.
+            let slack = 1.0 + 1e-9;
+            if !(entry.p10_ns <= entry.median_ns * slack && entry.median_ns <= entry.p90_ns * slack) {
+                return Err(invalid(format!(
+                    "entries[{i}] ({}) needs p10_ns ≤ median_ns ≤ p90_ns, but has {}, {} and {}",
+                    entry.op, entry.p10_ns, entry.median_ns, entry.p90_ns
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Fails unless the table has entries to predict from. A table is saved empty when profiling
+    /// stops before its first shape, and such a file can still be continued by `profile`.
+    pub fn require_entries(&self) -> Result<(), CostError> {
+        if self.entries.is_empty() {
+            return Err(CostError::Invalid(format!(
+                "cost table {} has no entries, so it predicts nothing; profile into it with `alphanas profile --out {}` until it finishes",
+                self.path, self.path
+            )));
         }
         Ok(())
     }
@@ -285,7 +318,7 @@ impl CostTable {
 
     /// How well the rounds of the table agree: the share of rounds, over every entry timed in
     /// two or more, whose median lies within ±`tolerance` of the entry's median. `None` when no
-    /// entry has two rounds. A machine whose speed holds still gives nearly 1; the share of
+    /// entry has two rounds. A machine running at a steady speed gives nearly 1; the share of
     /// whole models a table predicts within the same tolerance is unlikely to be higher.
     pub fn round_agreement(&self, tolerance: f64) -> Option<f64> {
         let (mut within, mut total) = (0usize, 0usize);
