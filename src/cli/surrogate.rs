@@ -290,6 +290,7 @@ type Training = (InputSpec, Vec<Vec<f64>>, Vec<Vec<f64>>, EnsembleConfig);
 
 /// Builds the feature encoding, features, targets and config of a fit or cross-validation.
 fn prepare_training(table: &Table, args: &ModelArgs) -> crate::Result<Training> {
+    check_column_lists(&args.target, &args.features)?;
     let spec = if args.arch_features {
         InputSpec::Arch
     } else if args.features.is_empty() {
@@ -367,6 +368,23 @@ fn parse_range(text: &str, len: usize) -> Result<(usize, usize), SurrogateError>
 fn encode_for_model(model: &Ensemble, table: &Table) -> crate::Result<Vec<Vec<f64>>> {
     let spec = model.input_spec().ok_or_else(|| SurrogateError::Invalid("the model has no table encoding (it was fitted through the library API); encode the features yourself".into()))?;
     Ok(spec.encode(table)?)
+}
+
+/// Rejects a column named twice in `--target` or in `--features`, and a target that is also a
+/// feature, which would hand the model the value it is asked to predict.
+fn check_column_lists(targets: &[String], features: &[String]) -> crate::Result<()> {
+    for (option, names) in [("--target", targets), ("--features", features)] {
+        if let Some((i, name)) = names.iter().enumerate().find(|(i, name)| names[..*i].contains(name)) {
+            return Err(SurrogateError::Invalid(format!("{option} names `{name}` twice (position {}); name each column once", i + 1)).into());
+        }
+    }
+    if let Some(name) = targets.iter().find(|t| features.contains(t)) {
+        return Err(SurrogateError::Invalid(format!(
+            "`{name}` is both a --target and a --features column, so the model would read the value it predicts; drop it from --features"
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 fn target_rows(table: &Table, targets: &[String]) -> crate::Result<Vec<Vec<f64>>> {

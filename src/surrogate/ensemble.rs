@@ -144,6 +144,21 @@ impl Scaling {
         let std = var.iter().map(|s| (s / n).sqrt()).map(|s| if s > 1e-12 { s } else { 1.0 }).collect();
         Scaling { mean, std }
     }
+
+    /// Fails when the mean or standard deviation of a column overflowed, because a model
+    /// saved with it could not be read back. `names` labels the columns, `role` says whether
+    /// they are features or targets, and `fix` is the advice.
+    fn check_finite(&self, names: &[String], role: &str, fix: &str) -> crate::Result<()> {
+        for ((name, mean), std) in names.iter().zip(&self.mean).zip(&self.std) {
+            if !(mean.is_finite() && std.is_finite()) {
+                return Err(SurrogateError::Invalid(format!(
+                    "{role} `{name}` spans too wide a range to standardise: its mean or standard deviation overflows a 64-bit float; {fix}"
+                ))
+                .into());
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Transform applied to a target before standardisation.
@@ -195,11 +210,15 @@ impl Ensemble {
         }
 
         let transformed = transform_targets(y, &target_transforms);
+        let feature_scaling = Scaling::of_columns(x);
+        feature_scaling.check_finite(&feature_names, "feature", "rescale it")?;
+        let target_scaling = Scaling::of_columns(&transformed);
+        target_scaling.check_finite(&target_names, "target", "rescale it, or fit it with --log-target if it is positive")?;
         let mut ensemble = Ensemble {
             format_version: FORMAT_VERSION,
             alphanas_version: env!("CARGO_PKG_VERSION").to_string(),
-            feature_scaling: Scaling::of_columns(x),
-            target_scaling: Scaling::of_columns(&transformed),
+            feature_scaling,
+            target_scaling,
             feature_names,
             input: None,
             target_names,

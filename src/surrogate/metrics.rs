@@ -36,8 +36,8 @@ impl TargetMetrics {
             mae,
             mape: mape(predicted, actual),
             within_10pct: within(predicted, actual, 0.10),
-            kendall_tau: kendall_tau(predicted, actual),
-            spearman_rho: spearman_rho(predicted, actual),
+            kendall_tau: rank_or_nan(kendall_tau, predicted, actual),
+            spearman_rho: rank_or_nan(spearman_rho, predicted, actual),
             calibration_2sigma,
         }
     }
@@ -53,10 +53,20 @@ impl TargetMetrics {
             mae: f64::NAN,
             mape: f64::NAN,
             within_10pct: f64::NAN,
-            kendall_tau: kendall_tau(proxy, actual),
-            spearman_rho: spearman_rho(proxy, actual),
+            kendall_tau: rank_or_nan(kendall_tau, proxy, actual),
+            spearman_rho: rank_or_nan(spearman_rho, proxy, actual),
             calibration_2sigma: None,
         }
+    }
+}
+
+/// Applies a rank correlation, or returns NaN (shown as "-") for fewer than two rows, which
+/// have no pair to rank.
+fn rank_or_nan(correlation: fn(&[f64], &[f64]) -> f64, x: &[f64], y: &[f64]) -> f64 {
+    if y.len() < 2 {
+        f64::NAN
+    } else {
+        correlation(x, y)
     }
 }
 

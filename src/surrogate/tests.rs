@@ -217,6 +217,23 @@ fn invalid_training_data_is_rejected() {
 }
 
 #[test]
+fn overflowing_scaling_is_rejected() {
+    let (mut x, mut y) = synthetic(20, 0);
+    let cfg = EnsembleConfig { log_targets: vec![false, false], ..small_config() };
+    let fit = |x: &[Vec<f64>], y: &[Vec<f64>]| Ensemble::fit(x, y, names("x", 2), names("y", 2), &cfg).map(|_| ()).unwrap_err().to_string();
+
+    // Finite values whose squared deviations overflow.
+    y[4][1] = 1e308;
+    let error = fit(&x, &y);
+    assert!(error.contains("target `y1` spans too wide a range"), "{error}");
+    y[4][1] = 1.0;
+    x[2][0] = -1e308;
+    x[3][0] = 1e308;
+    let error = fit(&x, &y);
+    assert!(error.contains("feature `x0` spans too wide a range"), "{error}");
+}
+
+#[test]
 fn cpu_scorer_counts_calls_and_checks_batches() {
     let (x, y) = synthetic(50, 0);
     let cfg = EnsembleConfig { epochs: 2, ..small_config() };
