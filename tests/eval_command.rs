@@ -111,6 +111,18 @@ fn command_chatty_stdout_no_deadlock() {
 }
 
 #[test]
+fn command_overlong_metrics_line_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    // One JSON line of about 2 MiB: twice what the evaluator keeps of stdout.
+    let body = r#"printf '{"loss": 1.5, "pad": "'; head -c 2097152 /dev/zero | tr '\0' x; printf '"}\n'"#;
+    let path = script(dir.path(), "long_line.sh", body);
+    let outcome = evaluator(&[path.to_str().unwrap()], Some(Duration::from_secs(60)), &["loss"]).evaluate(0, &candidate());
+    assert_eq!(outcome.status, Status::Failed);
+    let error = outcome.error.unwrap();
+    assert!(error.contains("longer than the 1 MiB"), "{error}");
+}
+
+#[test]
 fn command_missing_metric_fails() {
     let dir = tempfile::tempdir().unwrap();
     let path = script(dir.path(), "missing.sh", r#"echo '{"ppl": 20}'"#);

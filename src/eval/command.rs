@@ -143,7 +143,7 @@ impl CommandEvaluator {
             let _ = child.wait();
         }
         let stdout = join_reader(stdout_reader);
-        let stderr = join_reader(stderr_reader);
+        let stderr = join_reader(stderr_reader).text;
         let stderr_tail = describe_stderr(&stderr);
 
         let status = match waited {
@@ -161,7 +161,15 @@ impl CommandEvaluator {
             return Err((Status::Failed, format!("`{}` {}{stderr_tail}", self.argv[0], describe_exit(status))));
         }
 
-        parse_metrics(&stdout, &self.required_metrics).map_err(|e| (Status::Failed, format!("{e}{stderr_tail}")))
+        parse_metrics(&stdout.text, &self.required_metrics).map_err(|e| {
+            // Only the end of stdout is kept, so a last line longer than that arrives cut.
+            if stdout.cut && !stdout.text.trim_end().contains('\n') {
+                let mib = STDOUT_TAIL_BYTES >> 20;
+                let error = format!("the last line of stdout is longer than the {mib} MiB that AlphaNAS keeps, so it arrived cut; print the metrics as a short JSON line of their own at the end");
+                return (Status::Failed, format!("{error}{stderr_tail}"));
+            }
+            (Status::Failed, format!("{e}{stderr_tail}"))
+        })
     }
 }
 
@@ -331,10 +339,18 @@ fn kill_group(group: libc::pid_t) {
     }
 }
 
+/// The end of a child's output stream, and whether earlier bytes were dropped.
+#[derive(Default)]
+struct Tail {
+    text: String,
+    cut: bool,
+}
+
 /// Reads `source` to its end on a new thread, keeping only its last `keep` bytes.
-fn spawn_tail_reader(mut source: impl Read + Send + 'static, keep: usize) -> JoinHandle<Vec<u8>> {
+fn spawn_tail_reader(mut source: impl Read + Send + 'static, keep: usize) -> JoinHandle<(Vec<u8>, bool)> {
     std::thread::spawn(move || {
         let mut kept = Vec::new();
+        let mut cut = false;
         let mut buffer = [0u8; 8192];
         loop {
             match source.read(&mut buffer) {
@@ -343,6 +359,7 @@ fn spawn_tail_reader(mut source: impl Read + Send + 'static, keep: usize) -> Joi
                     kept.extend_from_slice(&buffer[..n]);
                     if kept.len() > 2 * keep {
                         kept.drain(..kept.len() - keep);
+                        cut = true;
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -351,14 +368,15 @@ fn spawn_tail_reader(mut source: impl Read + Send + 'static, keep: usize) -> Joi
         }
         if kept.len() > keep {
             kept.drain(..kept.len() - keep);
+            cut = true;
         }
-        kept
+        (kept, cut)
     })
 }
 
-fn join_reader(handle: Option<JoinHandle<Vec<u8>>>) -> String {
-    let bytes = handle.and_then(|h| h.join().ok()).unwrap_or_default();
-    String::from_utf8_lossy(&bytes).into_owned()
+fn join_reader(handle: Option<JoinHandle<(Vec<u8>, bool)>>) -> Tail {
+    let (bytes, cut) = handle.and_then(|h| h.join().ok()).unwrap_or_default();
+    Tail { text: String::from_utf8_lossy(&bytes).into_owned(), cut }
 }
 
 /// `"; stderr: ..."` with the end of stderr, or nothing when stderr is empty.
