@@ -458,8 +458,8 @@ impl Architecture {
         if let Some(layers) = &self.layers {
             if layers.len() as u64 != self.n_layers {
                 return bad(format!(
-                    "layers has {} entries but n_layers is {}; give exactly one entry per layer or drop `layers`",
-                    layers.len(),
+                    "layers has {} but n_layers is {}; give exactly one entry per layer or drop `layers`",
+                    crate::error::plural(layers.len(), "entry", "entries"),
                     self.n_layers
                 ));
             }

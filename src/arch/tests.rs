@@ -217,7 +217,7 @@ fn rejects_impossible_models() {
         (r#"{"d_model": 512, "n_layers": 2, "n_heads": 8, "n_kv_heads": 3, "d_ff": 8}"#, "n_kv_heads (3) must divide n_heads (8)"),
         (r#"{"d_model": 512, "n_layers": 2, "n_heads": 8, "n_kv_heads": 16, "d_ff": 8}"#, "n_kv_heads (16) must divide n_heads (8)"),
         (r#"{"d_model": 512, "n_layers": 2, "n_heads": 8, "head_dim": 63, "d_ff": 8}"#, "head_dim (63) must be even"),
-        (r#"{"d_model": 512, "n_layers": 2, "n_heads": 8, "d_ff": 8, "layers": [{}]}"#, "layers has 1 entries but n_layers is 2"),
+        (r#"{"d_model": 512, "n_layers": 2, "n_heads": 8, "d_ff": 8, "layers": [{}]}"#, "layers has 1 entry but n_layers is 2"),
         (r#"{"d_model": 512, "n_layers": 2, "n_heads": 8, "d_ff": 8, "ffn": "swish"}"#, "unknown variant `swish`"),
         (r#"{"d_model": 512, "n_layers": 2, "n_heads": 8, "d_ff": 8, "norm": "batchnorm"}"#, "unknown variant `batchnorm`"),
         (r#"{"d_model": 512, "n_layers": 2, "n_heads": 8, "d_ff": 8, "pos": "alibi"}"#, "unknown variant `alibi`"),

@@ -23,6 +23,9 @@ use rand::Rng;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// Unused choices of one decision named in the warning about them; the rest are counted.
+const UNUSED_SHOWN: usize = 8;
+
 /// Most global assignments a space may have; they are enumerated one by one.
 const MAX_GLOBAL_ASSIGNMENTS: u128 = 2_000_000;
 /// Most combinations of one layer's choices.
@@ -309,12 +312,22 @@ impl Space {
             }
         }
         for (decision, flags) in self.spec.decisions.iter().zip(&used) {
-            for (value, _) in decision.choices.iter().zip(flags).filter(|(_, used)| !**used) {
-                log::warn!(
-                    "space `{}`: choice {} = {value} never leads to a valid architecture",
-                    self.spec.name,
-                    decision.field
-                );
+            let unused: Vec<String> =
+                decision.choices.iter().zip(flags).filter(|(_, used)| !**used).map(|(value, _)| value.to_string()).collect();
+            match unused.len() {
+                0 => {}
+                1 => log::warn!("space `{}`: choice {} = {} never leads to a valid architecture", self.spec.name, decision.field, unused[0]),
+                n => {
+                    // One line per decision, so a fine range cannot flood the log.
+                    let listed = unused.iter().take(UNUSED_SHOWN).cloned().collect::<Vec<_>>().join(", ");
+                    let more = if n > UNUSED_SHOWN { format!(" and {} more", n - UNUSED_SHOWN) } else { String::new() };
+                    log::warn!(
+                        "space `{}`: {n} of the {} choices of {} never lead to a valid architecture: {listed}{more}",
+                        self.spec.name,
+                        decision.choices.len(),
+                        decision.field
+                    );
+                }
             }
         }
     }

@@ -228,7 +228,7 @@ impl TableSpace {
             source_rows.push(r);
         }
         if duplicates > 0 {
-            log::warn!("{source}: dropped {duplicates} rows that repeat an earlier row's decision values");
+            log::warn!("{source}: dropped {} that repeat an earlier row's decision values", crate::error::plural(duplicates, "row", "rows"));
         }
 
         let mut trie = vec![TrieNode::default()];
