@@ -53,6 +53,9 @@ impl Table {
         if columns.iter().all(String::is_empty) {
             return Err("no header row; the first line must name the columns, separated by commas".into());
         }
+        if columns.first().is_some_and(|c| c.starts_with('{')) {
+            return Err("the first line is a JSON object, but the file was read as CSV; JSON lines files need the extension .jsonl or .ndjson".into());
+        }
         if let Some((i, name)) = columns.iter().enumerate().find(|(i, c)| columns[..*i].contains(c)) {
             return Err(format!("the header names column `{name}` twice (column {} repeats an earlier one); give each column a distinct name", i + 1));
         }
@@ -341,6 +344,8 @@ mod tests {
         assert!(empty.contains("no header row"), "{empty}");
         let twice = Table::from_csv("w,w,ppl\n1,2,3\n").unwrap_err();
         assert!(twice.contains("names column `w` twice"), "{twice}");
+        let json = Table::from_csv("{\"x\": 1, \"y\": 2}\n").unwrap_err();
+        assert!(json.contains("extension .jsonl"), "{json}");
     }
 
     #[test]
