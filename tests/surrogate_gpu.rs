@@ -54,8 +54,11 @@ fn gpu_matches_cpu_on_ragged_batches() {
     for (activation, hidden) in [(Activation::Silu, vec![48, 33]), (Activation::Gelu, vec![17]), (Activation::Relu, vec![64, 64]), (Activation::Tanh, vec![5, 9, 7])] {
         let d = 13;
         let (x, y) = data(300, d, 1);
-        let cfg = EnsembleConfig { members: 5, hidden: hidden.clone(), activation, epochs: 5, log_targets: vec![false, true], ..Default::default() };
+        // Half the cases scale the spread, which the GPU scorer applies after read-back.
+        let calibrate_spread = matches!(activation, Activation::Gelu | Activation::Tanh);
+        let cfg = EnsembleConfig { members: 5, hidden: hidden.clone(), activation, epochs: 5, log_targets: vec![false, true], calibrate_spread, ..Default::default() };
         let model = Ensemble::fit(&x, &y, names("x", d), names("y", 2), &cfg).unwrap();
+        assert_eq!(model.spread_scale().iter().any(|&s| s != 1.0), calibrate_spread, "{activation:?}");
         let mut gpu = model.gpu_scorer(&context).unwrap();
         let mut cpu = model.cpu_scorer();
 
@@ -152,7 +155,7 @@ fn gpu_splits_batches_beyond_one_dispatch() {
     let Some(context) = context_or_skip("gpu_splits_batches_beyond_one_dispatch") else { return };
     let d = 5;
     let (x, y) = data(80, d, 5);
-    let cfg = EnsembleConfig { members: 3, hidden: vec![8], epochs: 2, ..Default::default() };
+    let cfg = EnsembleConfig { members: 3, hidden: vec![8], epochs: 2, calibrate_spread: true, ..Default::default() };
     let model = Ensemble::fit(&x, &y, names("x", d), names("y", 2), &cfg).unwrap();
     let mut gpu = model.gpu_scorer(&context).unwrap();
     gpu.set_max_rows_per_dispatch(100);

@@ -104,6 +104,11 @@ pub struct ModelArgs {
     /// Seed of all random choices; the same seed gives the same model on any thread count.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+
+    /// Report the members' spread as it is. By default it is scaled per target so that about
+    /// 95% of out-of-bag residuals lie within ±2 spreads.
+    #[arg(long)]
+    pub raw_spread: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -325,6 +330,7 @@ fn prepare_training(table: &Table, args: &ModelArgs) -> crate::Result<Training> 
         seed: args.seed,
         log_targets,
         bootstrap: true,
+        calibrate_spread: !args.raw_spread,
     };
     Ok((spec, x, y, cfg))
 }

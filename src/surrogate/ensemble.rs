@@ -25,6 +25,9 @@ pub const FORMAT_VERSION: u32 = 1;
 /// 1.8 MFLOP for the default ensemble) already outweighs rayon's cost per task.
 const CPU_CHUNK_ROWS: usize = 32;
 
+/// Minimum number of rows, each out of bag for some member, that a spread calibration needs.
+const MIN_OUT_OF_BAG_ROWS: usize = 10;
+
 /// Training settings of an ensemble.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -54,6 +57,9 @@ pub struct EnsembleConfig {
     /// Whether each member trains on a bootstrap resample of its training rows (true) or on
     /// the rows themselves (false).
     pub bootstrap: bool,
+    /// Whether to widen or narrow the reported spread per target so that about 95% of
+    /// out-of-bag residuals lie within ±2 spreads (see [`Ensemble::spread_scale`]).
+    pub calibrate_spread: bool,
 }
 
 impl Default for EnsembleConfig {
@@ -71,6 +77,7 @@ impl Default for EnsembleConfig {
             seed: 0,
             log_targets: Vec::new(),
             bootstrap: true,
+            calibrate_spread: false,
         }
     }
 }
@@ -146,8 +153,8 @@ impl Scaling {
     }
 
     /// Fails when the mean or standard deviation of a column overflowed, because a model
-    /// saved with it could not be read back. `names` labels the columns, `role` says whether
-    /// they are features or targets, and `fix` is the advice.
+    /// saved with it could not be read back. `names` labels the columns, `role` is `feature` or
+    /// `target`, and `fix` is the advice.
     fn check_finite(&self, names: &[String], role: &str, fix: &str) -> crate::Result<()> {
         for ((name, mean), std) in names.iter().zip(&self.mean).zip(&self.std) {
             if !(mean.is_finite() && std.is_finite()) {
@@ -194,6 +201,10 @@ pub struct Ensemble {
     /// Number of refits since the first fit; it varies the random streams of each refit.
     refits: u64,
     members: Vec<Mlp>,
+    /// Per target, the factor applied to the members' spread when it is reported, fitted on
+    /// out-of-bag rows when `config.calibrate_spread` is set. Absent means 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    spread_scale: Option<Vec<f64>>,
 }
 
 impl Ensemble {
@@ -226,6 +237,7 @@ impl Ensemble {
             config: cfg.clone(),
             refits: 0,
             members: Vec::new(),
+            spread_scale: None,
         };
 
         log::info!("fitting a surrogate ensemble of {} members on {} rows ({} features, {} targets)", cfg.members, x.len(), ensemble.n_features(), ensemble.n_targets());
@@ -274,20 +286,68 @@ impl Ensemble {
         };
         let n = x.len();
 
-        let reports: Vec<MemberReport> = self
+        let trained: Vec<(MemberReport, Vec<usize>)> = self
             .members
             .par_iter_mut()
             .enumerate()
             .map(|(k, member)| {
                 let mut rng = member_rng(cfg.seed, k, round + 1);
                 let (train_rows, stop_rows) = split_rows(n, cfg.val_fraction, cfg.bootstrap, &mut rng);
-                train_member(member, &data, &train_rows, &stop_rows, &settings, &mut rng)
+                (train_member(member, &data, &train_rows, &stop_rows, &settings, &mut rng), train_rows)
             })
             .collect();
 
-        for (k, report) in reports.iter().enumerate() {
+        for (k, (report, _)) in trained.iter().enumerate() {
             log::debug!("member {k}: held-out MSE {:.5} (standardised) at epoch {} of {} run", report.best_loss, report.best_epoch, report.epochs_run);
         }
+        if self.config.calibrate_spread {
+            let train_rows: Vec<Vec<usize>> = trained.into_iter().map(|(_, rows)| rows).collect();
+            self.spread_scale = self.fit_spread_scale(&xs, &ys, &train_rows);
+        }
+    }
+
+    /// Fits, per target, the factor that puts 95% of out-of-bag residuals within ±2 spreads.
+    ///
+    /// For each row, the residual is taken from the mean of the members that did not train on
+    /// it (its held-out and unsampled rows), in standardised target space. The spread is that of
+    /// all members there. A mean of few members errs more than the whole ensemble's, so the
+    /// factor leans wide. Returns `None` when fewer than [`MIN_OUT_OF_BAG_ROWS`] rows are out of
+    /// bag for some member.
+    fn fit_spread_scale(&self, xs: &[f32], ys: &[f32], train_rows: &[Vec<usize>]) -> Option<Vec<f64>> {
+        let (d, t, k) = (self.n_features(), self.n_targets(), self.members.len());
+        let n = xs.len() / d;
+        let mut outputs = vec![0.0f32; k * n * t];
+        let mut scratch = [Vec::new(), Vec::new()];
+        for (member, out) in self.members.iter().zip(outputs.chunks_exact_mut(n * t)) {
+            member.forward_into(self.config.activation, xs, n, out, &mut scratch);
+        }
+        let mut in_bag = vec![false; k * n];
+        for (member, rows) in train_rows.iter().enumerate() {
+            rows.iter().for_each(|&row| in_bag[member * n + row] = true);
+        }
+        let mut scales = Vec::with_capacity(t);
+        for target in 0..t {
+            let mut ratios = Vec::with_capacity(n);
+            for row in 0..n {
+                let at = |member: usize| f64::from(outputs[(member * n + row) * t + target]);
+                let out_of_bag: Vec<usize> = (0..k).filter(|&member| !in_bag[member * n + row]).collect();
+                if out_of_bag.is_empty() {
+                    continue;
+                }
+                let oob_mean = out_of_bag.iter().map(|&m| at(m)).sum::<f64>() / out_of_bag.len() as f64;
+                let mean = (0..k).map(at).sum::<f64>() / k as f64;
+                let spread = ((0..k).map(|m| (at(m) - mean).powi(2)).sum::<f64>() / k as f64).sqrt().max(1e-6);
+                ratios.push((f64::from(ys[row * t + target]) - oob_mean).abs() / (2.0 * spread));
+            }
+            if ratios.len() < MIN_OUT_OF_BAG_ROWS {
+                return None;
+            }
+            ratios.sort_by(f64::total_cmp);
+            // Kept positive, so that a saved model stays loadable after a perfect fit.
+            scales.push(crate::stats::percentile_sorted(&ratios, 0.95).max(1e-3));
+        }
+        log::debug!("spread scale per target: {scales:?}");
+        Some(scales)
     }
 
     /// Predicts `n` rows of raw (unstandardised) features, `x` being `n × n_features`
@@ -335,7 +395,14 @@ impl Ensemble {
             target_mean: self.target_scaling.mean.iter().map(|&v| v as f32).collect(),
             target_std: self.target_scaling.std.iter().map(|&v| v as f32).collect(),
             target_log: self.target_transforms.iter().map(|&t| t == TargetTransform::Log).collect(),
+            spread_scale: self.spread_scale().iter().map(|&v| v as f32).collect(),
         }
+    }
+
+    /// Returns the factor per target by which the members' spread is multiplied when reported:
+    /// 1 unless the ensemble was fitted with `calibrate_spread`.
+    pub fn spread_scale(&self) -> Vec<f64> {
+        self.spread_scale.clone().unwrap_or_else(|| vec![1.0; self.n_targets()])
     }
 
     /// Writes the model as pretty JSON.
@@ -384,6 +451,11 @@ impl Ensemble {
         }
         if self.members.is_empty() {
             return Err("the model has no members".into());
+        }
+        if let Some(scale) = &self.spread_scale {
+            if scale.len() != t || scale.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+                return Err(format!("spread_scale must hold one positive finite factor for each of the {t} targets"));
+            }
         }
         for (k, member) in self.members.iter().enumerate() {
             if member.layers.is_empty() {
@@ -487,6 +559,8 @@ pub(crate) struct InferencePlan {
     pub target_mean: Vec<f32>,
     pub target_std: Vec<f32>,
     pub target_log: Vec<bool>,
+    /// Factor per target applied to the reported spread.
+    pub spread_scale: Vec<f32>,
 }
 
 /// Reusable buffers of CPU inference.
@@ -544,7 +618,9 @@ impl InferencePlan {
                 *acc += (v - mean) * (v - mean);
             }
         }
-        std_out[..n * t].iter_mut().for_each(|v| *v = (*v * inv_k).sqrt());
+        for (i, v) in std_out[..n * t].iter_mut().enumerate() {
+            *v = (*v * inv_k).sqrt() * self.spread_scale[i % t];
+        }
     }
 }
 

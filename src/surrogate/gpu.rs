@@ -96,6 +96,8 @@ pub struct GpuScorer {
     device_max_rows: usize,
     dispatches: u64,
     last_dispatch: Option<DispatchTimes>,
+    /// Factor per target applied to the spread after read-back, as on the CPU.
+    spread_scale: Vec<f32>,
 }
 
 /// The parts of one dispatch's wall time, measured on the host.
@@ -269,6 +271,7 @@ impl GpuScorer {
             device_max_rows: max_rows_per_dispatch,
             dispatches: 0,
             last_dispatch: None,
+            spread_scale: plan.spread_scale.clone(),
         })
     }
 
@@ -402,6 +405,11 @@ impl Scorer for GpuScorer {
             let (mean, std) = (&mut prediction.mean[start * t..(start + rows) * t], &mut prediction.std[start * t..(start + rows) * t]);
             self.dispatch(&x[start * d..(start + rows) * d], rows, mean, std)?;
             start += rows;
+        }
+        if self.spread_scale.iter().any(|&s| s != 1.0) {
+            for (i, v) in prediction.std.iter_mut().enumerate() {
+                *v *= self.spread_scale[i % t];
+            }
         }
         Ok(prediction)
     }

@@ -216,6 +216,57 @@ fn invalid_training_data_is_rejected() {
     assert!(fit(&x, &y, &EnsembleConfig { val_fraction: 1.0, ..cfg.clone() }).contains("val_fraction"));
 }
 
+/// Noisy targets: a smooth function of two features plus uniform noise.
+fn noisy(n: usize, offset: usize) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+    let (x, mut y) = synthetic(n, offset);
+    for (i, row) in y.iter_mut().enumerate() {
+        let noise = (((offset + i) * 2_654_435_761) % 1000) as f64 / 1000.0 - 0.5;
+        row[0] += 0.4 * noise;
+    }
+    (x, y)
+}
+
+#[test]
+fn calibrated_spread_covers_held_out_rows() {
+    let (x, y) = noisy(400, 0);
+    let (test_x, test_y) = noisy(200, 5000);
+    let raw_cfg = EnsembleConfig { log_targets: vec![false, false], ..small_config() };
+    let raw = Ensemble::fit(&x, &y, names("x", 2), names("y", 2), &raw_cfg).unwrap();
+    let calibrated = Ensemble::fit(&x, &y, names("x", 2), names("y", 2), &EnsembleConfig { calibrate_spread: true, ..raw_cfg.clone() }).unwrap();
+    assert_eq!(raw.spread_scale(), vec![1.0, 1.0]);
+
+    let coverage = |model: &Ensemble| {
+        let prediction = model.predict(&flatten(&test_x), test_x.len());
+        let inside = (0..test_x.len()).filter(|&i| (f64::from(prediction.mean_at(i, 0)) - test_y[i][0]).abs() <= 2.0 * f64::from(prediction.std_at(i, 0))).count();
+        inside as f64 / test_x.len() as f64
+    };
+    let (before, after) = (coverage(&raw), coverage(&calibrated));
+    // The noise is a fifth of the target's range; members that agree with each other cannot
+    // cover it, and the out-of-bag factor leans wide.
+    assert!(before < 0.8, "raw spread covers {before}");
+    assert!(after >= 0.85, "calibrated spread covers {after} (raw {before})");
+    let first_rows = &flatten(&test_x)[..6];
+    assert_eq!(raw.predict(first_rows, 3).mean, calibrated.predict(first_rows, 3).mean, "the means do not change");
+}
+
+#[test]
+fn spread_scale_survives_save_and_load() {
+    let (x, y) = noisy(120, 0);
+    let cfg = EnsembleConfig { calibrate_spread: true, ..small_config() };
+    let model = Ensemble::fit(&x, &y, names("x", 2), names("y", 2), &cfg).unwrap();
+    let text = serde_json::to_string(&model).unwrap();
+    let loaded = Ensemble::from_json(&text).unwrap();
+    // serde_json may round the last bit of an f64 on the way back.
+    for (a, b) in loaded.spread_scale().iter().zip(model.spread_scale()) {
+        assert!((a - b).abs() <= 1e-12 * b, "{a} against {b}");
+    }
+
+    let mut value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    value["spread_scale"] = serde_json::json!([1.0]);
+    let error = Ensemble::from_json(&value.to_string()).unwrap_err();
+    assert!(error.contains("spread_scale"), "{error}");
+}
+
 #[test]
 fn overflowing_scaling_is_rejected() {
     let (mut x, mut y) = synthetic(20, 0);
