@@ -363,7 +363,13 @@ fn parse_range(text: &str, len: usize) -> Result<(usize, usize), SurrogateError>
     let invalid = || SurrogateError::Invalid(format!("row range `{text}` must look like A..B, A.. or ..B with 0-based row numbers"));
     let (a, b) = text.split_once("..").ok_or_else(invalid)?;
     let start = if a.trim().is_empty() { 0 } else { a.trim().parse().map_err(|_| invalid())? };
-    let end = if b.trim().is_empty() { len } else { b.trim().parse::<usize>().map_err(|_| invalid())?.min(len) };
+    let end = if b.trim().is_empty() { len } else { b.trim().parse::<usize>().map_err(|_| invalid())? };
+    if end > len {
+        return Err(SurrogateError::Invalid(format!(
+            "row range `{text}` ends at row {end}, but only {len} rows are available (after --filter); end it at {len} or leave the end open, as in `{}..`",
+            a.trim()
+        )));
+    }
     if start >= end {
         return Err(SurrogateError::Invalid(format!("row range `{text}` selects no rows of the {len} available")));
     }
@@ -434,5 +440,22 @@ fn make_scorer(model: &Ensemble, global: &Global, precision: WeightPrecision) ->
                 Ok(Box::new(model.cpu_scorer()))
             }
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_ranges_stay_within_the_table() {
+        assert_eq!(parse_range("2..5", 8).unwrap(), (2, 5));
+        assert_eq!(parse_range("3..", 8).unwrap(), (3, 8));
+        assert_eq!(parse_range("..8", 8).unwrap(), (0, 8));
+        let beyond = parse_range("..100", 8).unwrap_err().to_string();
+        assert!(beyond.contains("only 8 rows are available"), "{beyond}");
+        let empty = parse_range("5..5", 8).unwrap_err().to_string();
+        assert!(empty.contains("selects no rows"), "{empty}");
+        assert!(parse_range("a..3", 8).is_err());
     }
 }
