@@ -332,7 +332,30 @@ fn prepare_training(table: &Table, args: &ModelArgs) -> crate::Result<Training> 
         bootstrap: true,
         calibrate_spread: !args.raw_spread,
     };
+    cfg.validate(args.target.len()).map_err(|e| match e {
+        SurrogateError::Invalid(message) => SurrogateError::Invalid(with_option_names(&message)),
+        other => other,
+    })?;
     Ok((spec, x, y, cfg))
+}
+
+/// Replaces the settings field that starts a validation message, such as `batch_size (0)`,
+/// with the option that sets it, `--batch-size (0)`.
+fn with_option_names(message: &str) -> String {
+    const OPTIONS: [(&str, &str); 6] = [
+        ("members", "--members"),
+        ("batch_size", "--batch-size"),
+        ("lr", "--lr"),
+        ("weight_decay", "--weight-decay"),
+        ("val_fraction", "--val-fraction"),
+        ("hidden layer", "--hidden: layer"),
+    ];
+    for (field, option) in OPTIONS {
+        if let Some(rest) = message.strip_prefix(field).filter(|rest| rest.starts_with(' ')) {
+            return format!("{option}{rest}");
+        }
+    }
+    message.to_string()
 }
 
 /// Reads the data file and applies --filter and --rows. Returns the rows kept and their
@@ -457,5 +480,12 @@ mod tests {
         let empty = parse_range("5..5", 8).unwrap_err().to_string();
         assert!(empty.contains("selects no rows"), "{empty}");
         assert!(parse_range("a..3", 8).is_err());
+    }
+
+    #[test]
+    fn validation_messages_name_options() {
+        assert_eq!(with_option_names("batch_size (0) must be at least 1"), "--batch-size (0) must be at least 1");
+        assert_eq!(with_option_names("hidden layer 1 has width 0"), "--hidden: layer 1 has width 0");
+        assert_eq!(with_option_names("lrx (1) is unknown"), "lrx (1) is unknown");
     }
 }

@@ -83,7 +83,8 @@ impl Default for EnsembleConfig {
 }
 
 impl EnsembleConfig {
-    fn validate(&self, n_targets: usize) -> Result<(), SurrogateError> {
+    /// Checks the settings for an ensemble of `n_targets` targets. Messages name the fields.
+    pub(crate) fn validate(&self, n_targets: usize) -> Result<(), SurrogateError> {
         let invalid = |msg: String| Err(SurrogateError::Invalid(msg));
         if self.members == 0 {
             return invalid("members (0) must be at least 1".into());
