@@ -39,7 +39,7 @@ pub struct Args {
     pub out: PathBuf,
 
     /// A coarse grid that profiles in about a minute on a 2-core CPU: fewer sampled
-    /// architectures, at most 24 shapes per op kind, 1 warm-up and 5 timed runs.
+    /// architectures, at most 32 shapes per op kind, 1 warm-up and 5 timed runs.
     #[arg(long)]
     pub quick: bool,
 
@@ -100,8 +100,8 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
         seed: args.seed,
         rounds: args.rounds.unwrap_or(if args.quick { 1 } else { 3 }),
     };
-    if settings.rounds == 0 {
-        return Err(Error::Invalid("--rounds (0) must be at least 1".into()));
+    if !(1..=MAX_ROUNDS).contains(&settings.rounds) {
+        return Err(Error::Invalid(format!("--rounds ({}) must be between 1 and {MAX_ROUNDS}; 3 is the default", settings.rounds)));
     }
     if settings.runs == 0 {
         return Err(Error::Invalid("--runs (0) must be at least 1 timed call per shape".into()));
@@ -175,6 +175,9 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
     }
     Ok(())
 }
+
+/// Most rounds `profile` accepts, as for `validate-cost`.
+const MAX_ROUNDS: usize = 100;
 
 /// Share of rounds within ±10% of their entry's median below which `profile` warns that the
 /// machine's speed changed during the run.

@@ -189,7 +189,13 @@ fn run_fit(args: &FitArgs, global: &Global) -> crate::Result<()> {
     if global.json {
         super::print_json(&serde_json::json!({ "model": args.out, "rows": x.len(), "training_metrics": metrics }))?;
     } else {
-        println!("wrote {} ({} members, {} features, {} training rows)", args.out.display(), cfg.members, model.n_features(), x.len());
+        println!(
+            "wrote {} ({}, {}, {})",
+            args.out.display(),
+            super::plural(cfg.members, "member", "members"),
+            super::plural(model.n_features(), "feature", "features"),
+            super::plural(x.len(), "training row", "training rows")
+        );
         let rows: Vec<(String, TargetMetrics)> = metrics.into_iter().map(|m| ("train".to_string(), m)).collect();
         print!("{}", format_table(&rows));
     }
@@ -236,7 +242,7 @@ fn run_eval(args: &EvalArgs, global: &Global) -> crate::Result<()> {
 
     if let Some(range) = &args.ols_fit_rows {
         let fit_selection = RowSelection { rows: Some(range.clone()), ..args.selection.clone() };
-        let (fit_table, _) = load_rows(&fit_selection)?;
+        let (fit_table, _) = load_rows_as(&fit_selection, "--ols-fit-rows")?;
         let linear = LinearModel::fit(&encode_for_model(&model, &fit_table)?, &target_rows(&fit_table, model.target_names())?)?;
         let predicted: Vec<Vec<f64>> = x.iter().map(|row| linear.predict_row(row)).collect();
         for (k, name) in model.target_names().iter().enumerate() {
@@ -252,7 +258,10 @@ fn run_cv(args: &CvArgs, global: &Global) -> crate::Result<()> {
     let (table, _) = load_rows(&args.selection)?;
     let (spec, x, y, cfg) = prepare_training(&table, &args.model)?;
     let targets = &args.model.target;
-    let result = cross_validate(&x, &y, &spec.feature_names(), targets, &cfg, args.folds)?;
+    let result = cross_validate(&x, &y, &spec.feature_names(), targets, &cfg, args.folds).map_err(|e| match e {
+        crate::Error::Surrogate(SurrogateError::Invalid(message)) => crate::Error::Surrogate(SurrogateError::Invalid(with_option_names(&message))),
+        other => other,
+    })?;
 
     let mut rows = Vec::new();
     for (k, name) in targets.iter().enumerate() {
@@ -342,13 +351,14 @@ fn prepare_training(table: &Table, args: &ModelArgs) -> crate::Result<Training> 
 /// Replaces the settings field that starts a validation message, such as `batch_size (0)`,
 /// with the option that sets it, `--batch-size (0)`.
 fn with_option_names(message: &str) -> String {
-    const OPTIONS: [(&str, &str); 6] = [
+    const OPTIONS: [(&str, &str); 7] = [
         ("members", "--members"),
         ("batch_size", "--batch-size"),
         ("lr", "--lr"),
         ("weight_decay", "--weight-decay"),
         ("val_fraction", "--val-fraction"),
         ("hidden layer", "--hidden: layer"),
+        ("folds", "--folds"),
     ];
     for (field, option) in OPTIONS {
         if let Some(rest) = message.strip_prefix(field).filter(|rest| rest.starts_with(' ')) {
@@ -361,6 +371,11 @@ fn with_option_names(message: &str) -> String {
 /// Reads the data file and applies --filter and --rows. Returns the rows kept and their
 /// 0-based indices among the file's data rows.
 fn load_rows(selection: &RowSelection) -> crate::Result<(Table, Vec<usize>)> {
+    load_rows_as(selection, "--rows")
+}
+
+/// [`load_rows`] for a row range given by `rows_option`, which its errors name.
+fn load_rows_as(selection: &RowSelection, rows_option: &str) -> crate::Result<(Table, Vec<usize>)> {
     let table = Table::read(&selection.data)?;
     if table.is_empty() {
         return Err(SurrogateError::Invalid(format!("{} has no data rows", selection.data.display())).into());
@@ -372,11 +387,11 @@ fn load_rows(selection: &RowSelection) -> crate::Result<(Table, Vec<usize>)> {
         indices = table.matching_rows(column.trim(), value.trim())?;
     }
     if let Some(range) = &selection.rows {
-        let (start, end) = parse_range(range, indices.len())?;
+        let (start, end) = parse_range(range, indices.len()).map_err(|e| SurrogateError::Invalid(format!("{rows_option}: {e}")))?;
         indices = indices[start..end].to_vec();
     }
     if indices.is_empty() {
-        return Err(SurrogateError::Invalid(format!("no rows of {} are selected; check --filter and --rows", selection.data.display())).into());
+        return Err(SurrogateError::Invalid(format!("no rows of {} are selected; check --filter and {rows_option}", selection.data.display())).into());
     }
     Ok((table.take_rows(&indices), indices))
 }

@@ -218,8 +218,11 @@ impl CostTable {
         if !matches!(self.dtype, Dtype::F32 | Dtype::F16) {
             return Err(invalid(format!("dtype ({}) must be f32 or f16, the element types that `alphanas profile` times", self.dtype)));
         }
-        if !(self.dispatch_overhead_ns.is_finite() && self.dispatch_overhead_ns >= 0.0) {
-            return Err(invalid(format!("dispatch_overhead_ns ({}) must be a finite non-negative number", self.dispatch_overhead_ns)));
+        if !(self.dispatch_overhead_ns.is_finite() && self.dispatch_overhead_ns >= 0.0 && self.dispatch_overhead_ns <= MAX_TIMING_NS) {
+            return Err(invalid(format!(
+                "dispatch_overhead_ns ({}) must be a finite non-negative number of at most {MAX_TIMING_NS:e} ns",
+                self.dispatch_overhead_ns
+            )));
         }
         for (i, entry) in self.entries.iter().enumerate() {
             let times = [entry.median_ns, entry.p10_ns, entry.p90_ns];
@@ -316,8 +319,8 @@ impl CostTable {
         }
     }
 
-    /// How well the rounds of the table agree: the share of rounds, over every entry timed in
-    /// two or more, whose median lies within ±`tolerance` of the entry's median. `None` when no
+    /// Returns how well the rounds of the table agree: the share of rounds, over every entry
+    /// timed in two or more, whose median lies within ±`tolerance` of the entry's median. `None` when no
     /// entry has two rounds. A machine running at a steady speed gives nearly 1; the share of
     /// whole models a table predicts within the same tolerance is unlikely to be higher.
     pub fn round_agreement(&self, tolerance: f64) -> Option<f64> {

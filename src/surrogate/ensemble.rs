@@ -28,6 +28,10 @@ const CPU_CHUNK_ROWS: usize = 32;
 /// Minimum number of rows, each out of bag for some member, that a spread calibration needs.
 const MIN_OUT_OF_BAG_ROWS: usize = 10;
 
+/// Smallest and largest spread factor a model may hold. Beyond them the f32 standard deviations
+/// underflow to 0 or overflow to infinity.
+const SPREAD_SCALE_RANGE: (f64, f64) = (1e-3, 1e6);
+
 /// Training settings of an ensemble.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -316,6 +320,10 @@ impl Ensemble {
     /// bag for some member.
     fn fit_spread_scale(&self, xs: &[f32], ys: &[f32], train_rows: &[Vec<usize>]) -> Option<Vec<f64>> {
         let (d, t, k) = (self.n_features(), self.n_targets(), self.members.len());
+        if k < 2 {
+            log::warn!("one member has no spread to scale, so every standard deviation is 0; fit two or more members for an uncertainty");
+            return None;
+        }
         let n = xs.len() / d;
         let mut outputs = vec![0.0f32; k * n * t];
         let mut scratch = [Vec::new(), Vec::new()];
@@ -341,11 +349,15 @@ impl Ensemble {
                 ratios.push((f64::from(ys[row * t + target]) - oob_mean).abs() / (2.0 * spread));
             }
             if ratios.len() < MIN_OUT_OF_BAG_ROWS {
+                log::warn!(
+                    "only {} rows are out of bag for some member, fewer than the {MIN_OUT_OF_BAG_ROWS} needed to scale the spread, so it is reported as the members' raw spread",
+                    ratios.len()
+                );
                 return None;
             }
             ratios.sort_by(f64::total_cmp);
-            // Kept positive, so that a saved model stays loadable after a perfect fit.
-            scales.push(crate::stats::percentile_sorted(&ratios, 0.95).max(1e-3));
+            // Kept within the range a saved model may hold, for example after a perfect fit.
+            scales.push(crate::stats::percentile_sorted(&ratios, 0.95).clamp(SPREAD_SCALE_RANGE.0, SPREAD_SCALE_RANGE.1));
         }
         log::debug!("spread scale per target: {scales:?}");
         Some(scales)
@@ -454,8 +466,9 @@ impl Ensemble {
             return Err("the model has no members".into());
         }
         if let Some(scale) = &self.spread_scale {
-            if scale.len() != t || scale.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-                return Err(format!("spread_scale must hold one positive finite factor for each of the {t} targets"));
+            let (low, high) = SPREAD_SCALE_RANGE;
+            if scale.len() != t || scale.iter().any(|s| !(low..=high).contains(s)) {
+                return Err(format!("spread_scale must hold one factor from {low:e} to {high:e} for each target ({t})"));
             }
         }
         for (k, member) in self.members.iter().enumerate() {

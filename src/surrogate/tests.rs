@@ -265,6 +265,18 @@ fn spread_scale_survives_save_and_load() {
     value["spread_scale"] = serde_json::json!([1.0]);
     let error = Ensemble::from_json(&value.to_string()).unwrap_err();
     assert!(error.contains("spread_scale"), "{error}");
+    // Beyond f32's range the standard deviations would print as inf.
+    value["spread_scale"] = serde_json::json!([1e39, 1.0]);
+    let error = Ensemble::from_json(&value.to_string()).unwrap_err();
+    assert!(error.contains("spread_scale"), "{error}");
+}
+
+#[test]
+fn one_member_keeps_its_spread_unscaled() {
+    let (x, y) = noisy(120, 0);
+    let cfg = EnsembleConfig { members: 1, calibrate_spread: true, ..small_config() };
+    let model = Ensemble::fit(&x, &y, names("x", 2), names("y", 2), &cfg).unwrap();
+    assert_eq!(model.spread_scale(), vec![1.0, 1.0]);
 }
 
 #[test]
