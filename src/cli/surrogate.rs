@@ -86,11 +86,11 @@ pub struct ModelArgs {
     pub batch_size: usize,
 
     /// Adam learning rate.
-    #[arg(long, default_value_t = EnsembleConfig::default().lr)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = EnsembleConfig::default().lr)]
     pub lr: f64,
 
     /// Decoupled weight decay (AdamW), as a multiple of the learning rate.
-    #[arg(long, default_value_t = EnsembleConfig::default().weight_decay)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = EnsembleConfig::default().weight_decay)]
     pub weight_decay: f64,
 
     /// Epochs without improvement on the held-out split before a member stops.
@@ -98,7 +98,7 @@ pub struct ModelArgs {
     pub patience: usize,
 
     /// Share of rows each member holds out for early stopping.
-    #[arg(long, default_value_t = EnsembleConfig::default().val_fraction)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = EnsembleConfig::default().val_fraction)]
     pub val_fraction: f64,
 
     /// Seed of all random choices; the same seed gives the same model on any thread count.
@@ -351,7 +351,7 @@ fn prepare_training(table: &Table, args: &ModelArgs) -> crate::Result<Training> 
 /// Replaces the settings field that starts a validation message, such as `batch_size (0)`,
 /// with the option that sets it, `--batch-size (0)`.
 fn with_option_names(message: &str) -> String {
-    const OPTIONS: [(&str, &str); 7] = [
+    const OPTIONS: [(&str, &str); 8] = [
         ("members", "--members"),
         ("batch_size", "--batch-size"),
         ("lr", "--lr"),
@@ -359,6 +359,7 @@ fn with_option_names(message: &str) -> String {
         ("val_fraction", "--val-fraction"),
         ("hidden layer", "--hidden: layer"),
         ("folds", "--folds"),
+        ("epochs", "--epochs"),
     ];
     for (field, option) in OPTIONS {
         if let Some(rest) = message.strip_prefix(field).filter(|rest| rest.starts_with(' ')) {
@@ -424,6 +425,9 @@ fn encode_for_model(model: &Ensemble, table: &Table) -> crate::Result<Vec<Vec<f6
 /// feature, which would hand the model the value it is asked to predict.
 fn check_column_lists(targets: &[String], features: &[String]) -> crate::Result<()> {
     for (option, names) in [("--target", targets), ("--features", features)] {
+        if let Some(i) = names.iter().position(|name| name.trim().is_empty()) {
+            return Err(SurrogateError::Invalid(format!("{option} has an empty column name (position {}); list column names separated by commas", i + 1)).into());
+        }
         if let Some((i, name)) = names.iter().enumerate().find(|(i, name)| names[..*i].contains(name)) {
             return Err(SurrogateError::Invalid(format!("{option} names `{name}` twice (position {}); name each column once", i + 1)).into());
         }

@@ -99,6 +99,9 @@ impl EnsembleConfig {
         if self.batch_size == 0 {
             return invalid("batch_size (0) must be at least 1".into());
         }
+        if self.epochs == 0 {
+            return invalid("epochs (0) must be at least 1, or the members keep their random weights".into());
+        }
         if !(self.lr.is_finite() && self.lr > 0.0 && self.lr <= 1.0) {
             return invalid(format!("lr ({}) must be in (0, 1]; Adam's usual range is 1e-4 to 1e-2", self.lr));
         }
