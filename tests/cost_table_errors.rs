@@ -135,6 +135,11 @@ fn implausible_entry_values_are_rejected() {
     }
 
     let mut value = serde_json::to_value(&table).unwrap();
+    value["entries"][1]["round_medians_ns"] = serde_json::json!([1.0, 2.0, 3.0]);
+    let err = CostTable::from_json(&value.to_string(), "t.json").unwrap_err().to_string();
+    assert!(err.contains("median of its round_medians_ns is 2"), "{err}");
+
+    let mut value = serde_json::to_value(&table).unwrap();
     value["dtype"] = serde_json::json!("bf16");
     let err = CostTable::from_json(&value.to_string(), "t.json").unwrap_err().to_string();
     assert!(err.contains("dtype (bf16) must be f32 or f16"), "{err}");

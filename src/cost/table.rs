@@ -243,6 +243,17 @@ impl CostTable {
                     entry.op, entry.p10_ns, entry.median_ns, entry.p90_ns
                 )));
             }
+            if entry.round_medians_ns.len() >= 2 {
+                let mut sorted = entry.round_medians_ns.clone();
+                sorted.sort_by(f64::total_cmp);
+                let expected = crate::stats::percentile_sorted(&sorted, 0.5);
+                if (entry.median_ns - expected).abs() > 1e-9 * expected {
+                    return Err(invalid(format!(
+                        "entries[{i}] ({}) has median_ns {} but the median of its round_medians_ns is {expected}; they must agree",
+                        entry.op, entry.median_ns
+                    )));
+                }
+            }
         }
         Ok(())
     }

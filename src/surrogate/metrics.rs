@@ -73,8 +73,17 @@ fn rank_or_nan(correlation: fn(&[f64], &[f64]) -> f64, x: &[f64], y: &[f64]) -> 
 /// Formats metrics as an aligned text table, one line per (model, target).
 pub fn format_table(rows: &[(String, TargetMetrics)]) -> String {
     let mut out = format!("{:<26} {:<24} {:>6} {:>12} {:>8} {:>8} {:>8} {:>8} {:>8}\n", "model", "target", "n", "mae", "mape", "±10%", "tau", "rho", "in±2σ");
-    // A ranking proxy has no errors (NaN), shown as "-" like a missing calibration.
-    let cell = |value: f64, digits: usize| if value.is_nan() { "-".to_string() } else { format!("{value:.digits$}") };
+    // A ranking proxy has no errors (NaN), shown as "-" like a missing calibration. Large
+    // values take the exponent form, so a wild error cannot push the columns apart.
+    let cell = |value: f64, digits: usize| {
+        if value.is_nan() {
+            "-".to_string()
+        } else if value.abs() >= 1e9 {
+            format!("{value:.3e}")
+        } else {
+            format!("{value:.digits$}")
+        }
+    };
     for (model, m) in rows {
         let calibration = m.calibration_2sigma.map(|c| format!("{:.3}", c)).unwrap_or_else(|| "-".into());
         out.push_str(&format!(
