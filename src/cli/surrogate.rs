@@ -320,6 +320,9 @@ fn prepare_training(table: &Table, args: &ModelArgs) -> crate::Result<Training> 
         Some(None) => vec![true; args.target.len()],
         Some(Some(list)) => {
             let chosen: Vec<&str> = list.split(',').map(str::trim).collect();
+            if let Some((i, name)) = chosen.iter().enumerate().find(|(i, name)| chosen[..*i].contains(name)) {
+                return Err(SurrogateError::Invalid(format!("--log-target names `{name}` twice (position {}); name each target once", i + 1)).into());
+            }
             if let Some(unknown) = chosen.iter().find(|c| !args.target.iter().any(|t| t == *c)) {
                 return Err(SurrogateError::Invalid(format!("--log-target names `{unknown}`, which is not a --target column ({})", args.target.join(","))).into());
             }

@@ -40,7 +40,8 @@ impl Table {
     /// Reads a `.jsonl`/`.ndjson` file as JSON lines (one object per line) and any other file
     /// as CSV with a header row.
     pub fn read(path: &Path) -> crate::Result<Table> {
-        let is_json_lines = matches!(path.extension().and_then(|e| e.to_str()), Some("jsonl" | "ndjson"));
+        let extension = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+        let is_json_lines = matches!(extension.as_deref(), Some("jsonl" | "ndjson"));
         let text = std::fs::read_to_string(path).map_err(|e| crate::Error::io(format!("cannot read table {}", path.display()), e))?;
         let table = if is_json_lines { Self::from_json_lines(&text) } else { Self::from_csv(&text) };
         table.map_err(|e| SurrogateError::Table(format!("{}: {e}", path.display())).into())
@@ -52,6 +53,9 @@ impl Table {
         let columns: Vec<String> = reader.headers().map_err(|e| format!("invalid CSV header: {e}"))?.iter().map(|s| s.trim().to_string()).collect();
         if columns.iter().all(String::is_empty) {
             return Err("no header row; the first line must name the columns, separated by commas".into());
+        }
+        if columns.first().is_some_and(|c| c.starts_with('[')) {
+            return Err("the file starts with a JSON array, which is not read; write one JSON object per line in a .jsonl file, or a CSV file".into());
         }
         if columns.first().is_some_and(|c| c.starts_with('{')) {
             return Err("the first line is a JSON object, but the file was read as CSV; JSON lines files need the extension .jsonl or .ndjson".into());
@@ -346,6 +350,8 @@ mod tests {
         assert!(twice.contains("names column `w` twice"), "{twice}");
         let json = Table::from_csv("{\"x\": 1, \"y\": 2}\n").unwrap_err();
         assert!(json.contains("extension .jsonl"), "{json}");
+        let array = Table::from_csv("[{\"x\": 1}, {\"x\": 2}]\n").unwrap_err();
+        assert!(array.contains("JSON array, which is not read"), "{array}");
     }
 
     #[test]

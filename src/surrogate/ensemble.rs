@@ -25,6 +25,10 @@ pub const FORMAT_VERSION: u32 = 1;
 /// 1.8 MFLOP for the default ensemble) already outweighs rayon's cost per task.
 const CPU_CHUNK_ROWS: usize = 32;
 
+/// Most members an ensemble may have. Training and scoring time grow linearly with the count,
+/// so far larger ensembles run for hours without output.
+const MAX_MEMBERS: usize = 1000;
+
 /// Minimum number of rows, each out of bag for some member, that a spread calibration needs.
 const MIN_OUT_OF_BAG_ROWS: usize = 10;
 
@@ -90,8 +94,8 @@ impl EnsembleConfig {
     /// Checks the settings for an ensemble of `n_targets` targets. Messages name the fields.
     pub(crate) fn validate(&self, n_targets: usize) -> Result<(), SurrogateError> {
         let invalid = |msg: String| Err(SurrogateError::Invalid(msg));
-        if self.members == 0 {
-            return invalid("members (0) must be at least 1".into());
+        if !(1..=MAX_MEMBERS).contains(&self.members) {
+            return invalid(format!("members ({}) must be between 1 and {MAX_MEMBERS}", self.members));
         }
         if let Some(position) = self.hidden.iter().position(|&w| w == 0) {
             return invalid(format!("hidden layer {position} has width 0; give every hidden layer at least 1 unit"));
