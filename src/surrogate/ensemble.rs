@@ -337,10 +337,12 @@ impl Ensemble {
         for (member, out) in self.members.iter().zip(outputs.chunks_exact_mut(n * t)) {
             member.forward_into(self.config.activation, xs, n, out, &mut scratch);
         }
+
         let mut in_bag = vec![false; k * n];
         for (member, rows) in train_rows.iter().enumerate() {
             rows.iter().for_each(|&row| in_bag[member * n + row] = true);
         }
+
         let mut scales = Vec::with_capacity(t);
         for target in 0..t {
             let mut ratios = Vec::with_capacity(n);
@@ -355,6 +357,7 @@ impl Ensemble {
                 let spread = ((0..k).map(|m| (at(m) - mean).powi(2)).sum::<f64>() / k as f64).sqrt().max(1e-6);
                 ratios.push((f64::from(ys[row * t + target]) - oob_mean).abs() / (2.0 * spread));
             }
+
             if ratios.len() < MIN_OUT_OF_BAG_ROWS {
                 log::warn!(
                     "only {} rows are out of bag for some member, fewer than the {MIN_OUT_OF_BAG_ROWS} needed to scale the spread, so it is reported as the members' raw spread",
