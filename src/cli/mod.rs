@@ -159,7 +159,6 @@ pub fn run(cli: Cli) -> crate::Result<()> {
     }
 }
 
-
 /// Prints `value` as pretty JSON on stdout.
 pub fn print_json<T: serde::Serialize>(value: &T) -> crate::Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(|e| crate::Error::Other(format!("cannot format JSON output: {e}")))?;

@@ -284,10 +284,20 @@ struct ValidateOutput {
     models: Vec<ModelRow>,
 }
 
-/// Most rounds `validate-cost` accepts: more only lengthen a run that already spans drift.
+/// Most rounds `validate-cost` and `profile` accept: more only lengthen a run that already
+/// spans drift.
 const MAX_ROUNDS: usize = 100;
 
-/// Most test models `validate-cost` accepts. The architecture draw also stops at this scale.
+/// Rejects a `--rounds` of 0 or above [`MAX_ROUNDS`].
+pub(super) fn check_rounds(rounds: usize) -> crate::Result<()> {
+    if !(1..=MAX_ROUNDS).contains(&rounds) {
+        return Err(Error::Invalid(format!("--rounds ({rounds}) must be between 1 and {MAX_ROUNDS}; 3 is the default")));
+    }
+    Ok(())
+}
+
+/// Most test models `validate-cost` accepts, so that drawing the distinct architectures ends
+/// within seconds.
 const MAX_MODELS: usize = 10_000;
 
 pub fn run_validate(args: &ValidateArgs, global: &Global) -> crate::Result<()> {
@@ -299,9 +309,7 @@ pub fn run_validate(args: &ValidateArgs, global: &Global) -> crate::Result<()> {
             args.calibrate
         )));
     }
-    if !(1..=MAX_ROUNDS).contains(&args.rounds) {
-        return Err(Error::Invalid(format!("--rounds ({}) must be between 1 and {MAX_ROUNDS}; 3 is the default", args.rounds)));
-    }
+    check_rounds(args.rounds)?;
     if args.save && args.calibrate == 0 {
         return Err(Error::Invalid("--save stores a calibration, which needs --calibrate 1 or more (20 at most)".into()));
     }
@@ -310,7 +318,7 @@ pub fn run_validate(args: &ValidateArgs, global: &Global) -> crate::Result<()> {
     }
     if args.n > MAX_MODELS {
         return Err(Error::Invalid(format!(
-            "--n ({}) must be at most {MAX_MODELS}; each model is measured --rounds times, so even small models take hours at that count",
+            "--n ({}) must be at most {MAX_MODELS}; each model is measured --rounds times, so that many models already take hours unless they are tiny",
             args.n
         )));
     }

@@ -100,9 +100,7 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
         seed: args.seed,
         rounds: args.rounds.unwrap_or(if args.quick { 1 } else { 3 }),
     };
-    if !(1..=MAX_ROUNDS).contains(&settings.rounds) {
-        return Err(Error::Invalid(format!("--rounds ({}) must be between 1 and {MAX_ROUNDS}; 3 is the default", settings.rounds)));
-    }
+    super::predict::check_rounds(settings.rounds)?;
     if settings.runs == 0 {
         return Err(Error::Invalid("--runs (0) must be at least 1 timed call per shape".into()));
     }
@@ -176,9 +174,6 @@ pub fn run(args: &Args, global: &Global) -> crate::Result<()> {
     Ok(())
 }
 
-/// Most rounds `profile` accepts, as for `validate-cost`.
-const MAX_ROUNDS: usize = 100;
-
 /// Share of rounds within ±10% of their entry's median below which `profile` warns that the
 /// machine's speed changed during the run.
 const UNSTEADY_BELOW: f64 = 0.9;
@@ -190,10 +185,11 @@ fn check_plan_memory(ops: &[Op], dtype: Dtype) -> crate::Result<()> {
     let Some(largest) = ops.iter().max_by(|a, b| a.bytes(dtype).total_cmp(&b.bytes(dtype))) else {
         return Ok(());
     };
-    let bytes = 2.0 * largest.bytes(dtype);
+    // The cast saturates at u64::MAX.
+    let bytes = (2.0 * largest.bytes(dtype)) as u64;
     crate::model::weights::check_memory(
         &format!("the buffers of the largest op of this profile, {largest},"),
-        if bytes < u64::MAX as f64 { bytes as u64 } else { u64::MAX },
+        bytes,
         "lower --batch or --seq",
     )
 }

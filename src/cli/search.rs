@@ -596,12 +596,12 @@ fn install_stop_handler() -> Arc<AtomicBool> {
     stop.clone()
 }
 
-/// `runs/search-YYYYMMDD-HHMMSS` in UTC.
 /// Returns whether the search folder `dir` has a non-empty `history.jsonl`.
 fn has_results(dir: &Path) -> bool {
     std::fs::metadata(dir.join("history.jsonl")).is_ok_and(|m| m.len() > 0)
 }
 
+/// `runs/search-YYYYMMDD-HHMMSS` in UTC.
 fn default_out_dir() -> PathBuf {
     let seconds = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -101,15 +101,21 @@ impl Entry {
         self.round_medians_ns.len().max(1)
     }
 
+    /// Returns the median of `round_medians_ns`, which `median_ns` must equal when the entry has
+    /// rounds.
+    fn median_of_rounds(&self) -> f64 {
+        let mut sorted = self.round_medians_ns.clone();
+        sorted.sort_by(f64::total_cmp);
+        crate::stats::percentile_sorted(&sorted, 0.5)
+    }
+
     /// Adds one more round of timing and recomputes the combined statistics.
     fn add_round(&mut self, stats: &TimingStats) {
         if self.round_medians_ns.is_empty() {
             self.round_medians_ns.push(self.median_ns);
         }
         self.round_medians_ns.push(stats.median_ns);
-        let mut sorted = self.round_medians_ns.clone();
-        sorted.sort_by(f64::total_cmp);
-        self.median_ns = crate::stats::percentile_sorted(&sorted, 0.5);
+        self.median_ns = self.median_of_rounds();
         self.p10_ns = self.p10_ns.min(stats.p10_ns);
         self.p90_ns = self.p90_ns.max(stats.p90_ns);
         self.runs += stats.runs;
@@ -235,7 +241,8 @@ impl CostTable {
             if entry.runs == 0 {
                 return Err(invalid(format!("entries[{i}] ({}) has runs 0; every entry comes from at least one timed run", entry.op)));
             }
-            // Percentiles interpolate between samples, so rounding may put them a hair out of order.
+            // Percentiles interpolate between samples, so rounding errors may put them slightly out
+            // of order.
             let slack = 1.0 + 1e-9;
             if !(entry.p10_ns <= entry.median_ns * slack && entry.median_ns <= entry.p90_ns * slack) {
                 return Err(invalid(format!(
@@ -244,9 +251,7 @@ impl CostTable {
                 )));
             }
             if entry.round_medians_ns.len() >= 2 {
-                let mut sorted = entry.round_medians_ns.clone();
-                sorted.sort_by(f64::total_cmp);
-                let expected = crate::stats::percentile_sorted(&sorted, 0.5);
+                let expected = entry.median_of_rounds();
                 if (entry.median_ns - expected).abs() > 1e-9 * expected {
                     return Err(invalid(format!(
                         "entries[{i}] ({}) has median_ns {} but the median of its round_medians_ns is {expected}; they must agree",
@@ -331,9 +336,10 @@ impl CostTable {
     }
 
     /// Returns how well the rounds of the table agree: the share of rounds, over every entry
-    /// timed in two or more, whose median lies within ±`tolerance` of the entry's median. `None` when no
-    /// entry has two rounds. A machine running at a steady speed gives nearly 1; the share of
-    /// whole models a table predicts within the same tolerance is unlikely to be higher.
+    /// timed in two or more, whose median lies within ±`tolerance` of the entry's median, or
+    /// `None` when no entry has two rounds. A machine running at a steady speed gives nearly 1.
+    /// The share of whole models that the table predicts within the same tolerance is unlikely
+    /// to be higher.
     pub fn round_agreement(&self, tolerance: f64) -> Option<f64> {
         let (mut within, mut total) = (0usize, 0usize);
         for entry in self.entries.iter().filter(|e| e.round_medians_ns.len() >= 2) {

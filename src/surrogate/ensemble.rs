@@ -26,7 +26,7 @@ pub const FORMAT_VERSION: u32 = 1;
 const CPU_CHUNK_ROWS: usize = 32;
 
 /// Most members an ensemble may have. Training and scoring time grow linearly with the count,
-/// so far larger ensembles run for hours without output.
+/// and `surrogate fit` prints nothing while it trains.
 const MAX_MEMBERS: usize = 1000;
 
 /// Minimum number of rows, each out of bag for some member, that a spread calibration needs.
