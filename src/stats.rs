@@ -35,7 +35,9 @@ pub fn percentile_sorted(sorted: &[f64], q: f64) -> f64 {
     let lower = pos.floor() as usize;
     let upper = pos.ceil() as usize;
     let frac = pos - lower as f64;
-    sorted[lower] * (1.0 - frac) + sorted[upper] * frac
+    // The step from the lower value, not a weighted sum of both: equal neighbours then give
+    // their value exactly, so the percentiles of equal samples cannot come out of order.
+    sorted[lower] + (sorted[upper] - sorted[lower]) * frac
 }
 
 /// Kendall rank correlation τ-b between two equally long slices (ties handled). O(n²), which
@@ -141,6 +143,15 @@ mod tests {
         assert_eq!(stats.p90_ns, 10.0);
         assert_eq!(stats.runs, 11);
         assert!(TimingStats::from_samples(&[]).is_none());
+    }
+
+    #[test]
+    fn equal_samples_give_equal_percentiles() {
+        // 751 * 0.8 + 751 * 0.2 rounds to 751.0000000000001, above the median.
+        let stats = TimingStats::from_samples(&[751.0, 751.0, 751.0]).unwrap();
+        assert_eq!(stats.p10_ns, 751.0);
+        assert_eq!(stats.median_ns, 751.0);
+        assert_eq!(stats.p90_ns, 751.0);
     }
 
     #[test]
